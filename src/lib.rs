@@ -1,0 +1,16 @@
+//! kiln: declarative, reproducible, air-gapped node images and bundles for MicroK8s GPU
+//! clusters.
+//!
+//! The pipeline, one module per stage: `profile` (load, merge, validate) → `render`
+//! (every configuration file of every node). `commands` is the thin glue the CLI calls.
+
+// Diagnostics carry a position, notes and a hint, so they are larger than clippy's budget
+// for an error type. They are made only on the failure path, where a few bytes of copying
+// do not matter, and keeping them unboxed keeps every call site plain.
+#![allow(clippy::result_large_err)]
+
+pub mod cli;
+pub mod commands;
+pub mod diag;
+pub mod profile;
+pub mod render;
