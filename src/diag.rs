@@ -43,6 +43,20 @@ pub struct Diagnostic {
     pub notes: Vec<Note>,
     /// How to fix it.
     pub hint: Option<String>,
+    /// What of the source may not be shown, because it holds a secret.
+    pub redaction: Redaction,
+}
+
+/// Parts of the source a diagnostic must not print.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Redaction {
+    /// Show the source line.
+    #[default]
+    None,
+    /// The span is a secret: show the line with the span replaced by `<secret>`.
+    Span,
+    /// The whole file holds secrets (a secrets file): show only the position.
+    Line,
 }
 
 impl Diagnostic {
@@ -55,7 +69,14 @@ impl Diagnostic {
             origin: None,
             notes: Vec::new(),
             hint: None,
+            redaction: Redaction::None,
         }
+    }
+
+    /// Never print the source at the primary position (or, with `Line`, any source line).
+    pub fn redact(mut self, redaction: Redaction) -> Self {
+        self.redaction = redaction;
+        self
     }
 
     /// Place the diagnostic at `origin`.
@@ -80,14 +101,49 @@ impl Diagnostic {
     }
 }
 
-fn write_snippet(out: &mut String, origin: &Origin, label: &str) {
+fn write_snippet(out: &mut String, origin: &Origin, label: &str, redaction: Redaction) {
     let Origin::File { file, span } = origin else {
         let _ = writeln!(out, "  --> {origin}");
         return;
     };
     let (line, column) = file.line_col(span.start);
-    let (end_line, end_column) = file.line_col(span.end.max(span.start));
-    let text = file.line_text(line);
+    let (mut end_line, mut end_column) = file.line_col(span.end.max(span.start));
+    let redacted;
+    let text = match redaction {
+        Redaction::None => file.line_text(line),
+        Redaction::Line => {
+            let _ = writeln!(
+                out,
+                "{}--> {}:{line}:{column}",
+                " ".repeat(line.to_string().len()),
+                file.display
+            );
+            return;
+        }
+        Redaction::Span => {
+            const MASK: &str = "<secret>";
+            let original = file.line_text(line);
+            let start = original
+                .char_indices()
+                .nth(column - 1)
+                .map(|(index, _)| index)
+                .unwrap_or(original.len());
+            let rest = if end_line == line {
+                let end = original
+                    .char_indices()
+                    .nth(end_column - 1)
+                    .map(|(index, _)| index)
+                    .unwrap_or(original.len());
+                &original[end..]
+            } else {
+                ""
+            };
+            redacted = format!("{}{MASK}{rest}", &original[..start]);
+            end_line = line;
+            end_column = column + MASK.len();
+            &redacted
+        }
+    };
     let width = line.to_string().len();
     let gutter = " ".repeat(width);
     let caret_len = if end_line == line {
@@ -120,11 +176,15 @@ impl fmt::Display for Diagnostic {
         };
         let _ = writeln!(out, "{severity}[{}]: {}", self.code, self.message);
         if let Some(origin) = &self.origin {
-            write_snippet(&mut out, origin, "");
+            write_snippet(&mut out, origin, "", self.redaction);
         }
+        let note_redaction = match self.redaction {
+            Redaction::Line => Redaction::Line,
+            _ => Redaction::None,
+        };
         for note in &self.notes {
             let _ = writeln!(out, "note: {}", note.message);
-            write_snippet(&mut out, &note.origin, "");
+            write_snippet(&mut out, &note.origin, "", note_redaction);
         }
         if let Some(hint) = &self.hint {
             let _ = writeln!(out, "hint: {hint}");

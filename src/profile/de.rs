@@ -9,7 +9,7 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
 
-use crate::diag::{did_you_mean, Diagnostic};
+use crate::diag::{did_you_mean, Diagnostic, Redaction};
 use crate::profile::source::Origin;
 use crate::profile::value::{Node, Value};
 
@@ -70,6 +70,19 @@ impl DeError {
         self
     }
 
+    /// Name the offending value in messages that do not already (e.g. std's "invalid IPv4
+    /// address syntax"). Only scalars: a table or array is shown by the caret instead.
+    fn with_value(mut self, node: &Node) -> Self {
+        if let DeErrorKind::Invalid(message) = &mut self.kind {
+            let summary = node.summary();
+            let scalar = !matches!(node.value, Value::Table(_) | Value::Array(_));
+            if scalar && self.origin.is_none() && !message.contains(summary.trim_matches('"')) {
+                message.push_str(&format!(": {summary}"));
+            }
+        }
+        self
+    }
+
     /// A diagnostic for the user. `section` names the table being read, for missing keys.
     pub fn into_diagnostic(self) -> Diagnostic {
         let diagnostic = match &self.kind {
@@ -89,6 +102,7 @@ impl DeError {
                 format!("wrong type: expected {expected}, found {}", self.found.unwrap_or("another type")),
             ),
             DeErrorKind::InlineSecret => Diagnostic::error("inline-secret", INLINE_SECRET)
+                .redact(Redaction::Span)
                 .hint("secrets never sit in a profile: write `{ secret = \"NAME\" }` and give the value in a secrets file (`--secrets FILE`) or as KILN_SECRET_NAME in the environment"),
             DeErrorKind::Invalid(message) => Diagnostic::error("invalid-value", message.clone()),
         };
@@ -180,7 +194,11 @@ pub struct NodeDeserializer<'de> {
 
 impl<'de> NodeDeserializer<'de> {
     fn locate<T>(&self, result: Result<T, DeError>) -> Result<T, DeError> {
-        result.map_err(|error| error.located(&self.node.origin, self.node.type_name()))
+        result.map_err(|error| {
+            error
+                .with_value(self.node)
+                .located(&self.node.origin, self.node.type_name())
+        })
     }
 }
 

@@ -201,6 +201,8 @@ fn merge_node(
         }
     }
     merged.apply(&entry.node)?;
+    // Missing keys are reported at the node's table, not at the first layer's first line.
+    merged.tree.origin = entry.key_origin.clone();
     layers.push(format!("node {name}"));
     Ok(NodeLayers {
         name: name.to_string(),

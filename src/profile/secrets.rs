@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
-use crate::diag::Diagnostic;
+use crate::diag::{Diagnostic, Redaction};
 use crate::profile::model::{is_secret_name, SecretRef};
 use crate::profile::source::Origin;
 
@@ -45,7 +45,9 @@ impl Secrets {
     ) -> Result<Self, Diagnostic> {
         let mut values = BTreeMap::new();
         if let Some(path) = file {
-            let (source, tree) = crate::profile::load::parse_file(path)?;
+            // Errors in a secrets file show positions only, never its lines.
+            let (source, tree) = crate::profile::load::parse_file(path)
+                .map_err(|error| error.redact(Redaction::Line))?;
             let table = tree.as_table().expect("a parsed TOML document is a table");
             for (name, entry) in table {
                 let Some(value) = entry.node.as_str() else {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use crate::diag::{Diagnostic, Findings};
+use crate::diag::{Diagnostic, Findings, Redaction};
 use crate::profile::de::from_node;
 use crate::profile::load::Profile;
 use crate::profile::merge::Merged;
@@ -96,7 +96,13 @@ pub fn validate(profile: Profile) -> Result<ValidCluster, Findings> {
                 merged: layers.merged,
             }),
             Err(diagnostic) => {
-                findings.push(diagnostic.note(&layers.origin, format!("in node `{}`", layers.name)))
+                let same_place = diagnostic.origin.as_ref().map(Origin::location)
+                    == Some(layers.origin.location());
+                findings.push(if same_place {
+                    diagnostic
+                } else {
+                    diagnostic.note(&layers.origin, format!("in node `{}`", layers.name))
+                })
             }
         }
     }
@@ -518,6 +524,7 @@ fn find_inline_secrets(node: &Node, path: &mut Vec<String>, findings: &mut Vec<D
                     findings.push(
                         Diagnostic::error("inline-secret", format!("`{}` holds a secret written inline", dotted(path, key)))
                             .at(&entry.node.origin)
+                            .redact(Redaction::Span)
                             .hint(format!("write `{key} = {{ secret = \"NAME\" }}` and give the value in a secrets file (--secrets FILE) or as KILN_SECRET_NAME")),
                     );
                 }
