@@ -26,7 +26,7 @@ pub struct Cli {
     profile: PathBuf,
 
     /// Secrets file (TOML: NAME = "value"); KILN_SECRET_<NAME> variables override it.
-    #[arg(long, global = true, env = "KILN_SECRETS")]
+    #[arg(long, global = true, env = "KILN_SECRETS", hide_env_values = true)]
     secrets: Option<PathBuf>,
 
     #[command(subcommand)]

@@ -342,3 +342,28 @@ fn explain_an_appended_list_and_an_unset_value() {
       overrode { 1 keys } from roles/gpu-worker.toml:4:1
     "#);
 }
+
+#[test]
+fn the_readme_example_profile_is_valid() {
+    let readme = fs_err::read_to_string(common::repo().join("README.md")).unwrap();
+    let start = readme
+        .find("A complete example")
+        .expect("README has the example");
+    let block = &readme[start..];
+    let block = &block[block.find("```toml\n").unwrap() + 8..];
+    let example = &block[..block.find("```").unwrap()];
+    let kiln = Kiln::new().file("lab/cluster.toml", example);
+    common::copy_dir(&common::repo().join("profiles/roles"), &kiln.path("roles"));
+    let run = kiln.args(["--profile", "lab", "eval", "--json"]).run();
+    assert_eq!(
+        run.code, 0,
+        "the README's example does not validate:\n{}",
+        run.stderr
+    );
+    let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        json["nodes"]["gpu1"]["packages"],
+        serde_json::json!(["openssh-server", "nfs-common", "htop"])
+    );
+    assert_eq!(json["nodes"]["gpu1"]["gpu"]["module"], "proprietary");
+}

@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 
 use crate::diag::{did_you_mean, Diagnostic, Findings};
 use crate::profile::secrets::Secrets;
-use crate::profile::source::{display_path, Origin, SourceFile};
+use crate::profile::source::display_path;
 use crate::profile::{ValidCluster, ValidNode};
 
 /// kiln's own templates, built into the binary.
@@ -181,13 +181,14 @@ impl Templates {
         let mut sources: HashMap<String, String> = builtin.iter().cloned().collect();
         for (name, path) in profile_templates(profile_dir)? {
             if !sources.contains_key(&name) {
-                let origin = Origin::file(&SourceFile::new(&path, String::new()), 0..0);
                 let names = builtin.iter().map(|(name, _)| name.as_str());
                 let mut diagnostic = Diagnostic::error(
                     "unknown-template",
-                    format!("profile template `{name}` replaces none of kiln's templates"),
-                )
-                .at(&origin);
+                    format!(
+                        "profile template `{name}` ({}) replaces none of kiln's templates",
+                        display_path(&path)
+                    ),
+                );
                 diagnostic = match did_you_mean(&name, names) {
                     Some(suggestion) => diagnostic.hint(format!("did you mean `{suggestion}`?")),
                     None => diagnostic.hint("a profile's templates/ holds files named like kiln's templates/, to replace them"),
