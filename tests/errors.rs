@@ -367,3 +367,13 @@ fn the_readme_example_profile_is_valid() {
     );
     assert_eq!(json["nodes"]["gpu1"]["gpu"]["module"], "proprietary");
 }
+
+#[test]
+fn duplicate_node_name() {
+    insta::assert_snapshot!(eval_error(profile("[nodes.gpu1]", "[nodes.cp1]")));
+}
+
+#[test]
+fn duplicate_host_name() {
+    insta::assert_snapshot!(eval_error(profile("ip = \"10.10.0.11\"", "ip = \"10.10.0.11\"\nhostname = \"cp1\"")));
+}

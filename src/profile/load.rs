@@ -50,7 +50,13 @@ pub fn parse_file(path: &Path) -> Result<(Arc<SourceFile>, Node), Diagnostic> {
     let file = SourceFile::new(path, text);
     let parsed = toml::de::DeTable::parse(&file.text).map_err(|error| {
         let origin = Origin::file(&file, error.span().unwrap_or(0..0));
-        Diagnostic::error("toml-syntax", error.message().trim().to_string()).at(&origin)
+        let message = error.message().trim().to_string();
+        let diagnostic = Diagnostic::error("toml-syntax", message.clone()).at(&origin);
+        if message.starts_with("duplicate key") {
+            diagnostic.hint("each key and [table] may appear once per file: node names and keys must be unique")
+        } else {
+            diagnostic
+        }
     })?;
     let value = toml::Spanned::new(parsed.span(), toml::de::DeValue::Table(parsed.into_inner()));
     let node = from_toml(&file, &value);
