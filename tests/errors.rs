@@ -375,5 +375,8 @@ fn duplicate_node_name() {
 
 #[test]
 fn duplicate_host_name() {
-    insta::assert_snapshot!(eval_error(profile("ip = \"10.10.0.11\"", "ip = \"10.10.0.11\"\nhostname = \"cp1\"")));
+    insta::assert_snapshot!(eval_error(profile(
+        "ip = \"10.10.0.11\"",
+        "ip = \"10.10.0.11\"\nhostname = \"cp1\""
+    )));
 }

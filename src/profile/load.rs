@@ -53,7 +53,9 @@ pub fn parse_file(path: &Path) -> Result<(Arc<SourceFile>, Node), Diagnostic> {
         let message = error.message().trim().to_string();
         let diagnostic = Diagnostic::error("toml-syntax", message.clone()).at(&origin);
         if message.starts_with("duplicate key") {
-            diagnostic.hint("each key and [table] may appear once per file: node names and keys must be unique")
+            diagnostic.hint(
+                "each key and [table] may appear once per file: node names and keys must be unique",
+            )
         } else {
             diagnostic
         }
