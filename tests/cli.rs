@@ -140,3 +140,59 @@ fn eval_of_one_node_in_toml() {
     assert_eq!(run.code, 0, "{}", run.stderr);
     insta::assert_snapshot!(run.stdout);
 }
+
+/// Regression: a multi-line secret in Helm values is written as an indented YAML block, so
+/// the file never contains the secret verbatim; it must still be root-only.
+#[test]
+fn values_holding_a_multi_line_secret_are_root_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let kiln = Kiln::new();
+    let profile = kiln.copy_profile("sai");
+    let cluster = fs_err::read_to_string(profile.join("cluster.toml")).unwrap();
+    let cluster = cluster.replace(
+        "[helm.releases.jupyterhub-ssh.values]\n",
+        "[helm.releases.jupyterhub-ssh.values]\nhostKey = { secret = \"jupyterhub-tls-key\" }\n",
+    );
+    fs_err::write(profile.join("cluster.toml"), cluster).unwrap();
+    let secrets = common::repo().join("tests/fixtures/sai-secrets.toml");
+    let kiln = kiln.args([
+        "--profile",
+        "profiles/sai",
+        "--secrets",
+        &secrets.display().to_string(),
+        "render",
+        "--node",
+        "sai-cp1",
+        "--out",
+        "out",
+    ]);
+    let run = kiln.run();
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let path = kiln.path("out/sai-cp1/root/etc/kiln/helm/jupyterhub-ssh.values.yaml");
+    assert!(fs_err::read_to_string(&path)
+        .unwrap()
+        .contains("TESTKEYBODY"));
+    let mode = fs_err::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "values holding a secret must be root-only");
+}
+
+/// Regression: `kiln eval | head` closed the pipe and kiln panicked.
+#[test]
+fn eval_into_a_closed_pipe_does_not_panic() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    // Nobody reads: every write kiln makes fails with EPIPE.
+    drop(reader);
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "--profile",
+            &common::repo().join("profiles/sai").display().to_string(),
+            "eval",
+            "--json",
+        ])
+        .stdout(writer)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+}

@@ -28,15 +28,13 @@ pub fn run(globals: &Globals, settings: &EvalSettings) -> Result<(), CommandErro
     let cluster = load_valid(&globals.profile)?;
     if let Some(path) = &settings.explain {
         let explanation = explain(&cluster, path)?;
-        if settings.json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&explanation).expect("explanations serialize")
-            );
+        let text = if settings.json {
+            let json = serde_json::to_string_pretty(&explanation).expect("explanations serialize");
+            format!("{json}\n")
         } else {
-            print!("{explanation}");
-        }
-        return Ok(());
+            explanation.to_string()
+        };
+        return print_out(&text);
     }
     let output = match &settings.node {
         Some(name) => node_view(&cluster, name)?,
@@ -53,15 +51,25 @@ pub fn run(globals: &Globals, settings: &EvalSettings) -> Result<(), CommandErro
             view
         }
     };
-    if settings.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&output).expect("JSON values serialize")
-        );
+    let text = if settings.json {
+        let json = serde_json::to_string_pretty(&output).expect("JSON values serialize");
+        format!("{json}\n")
     } else {
-        let text = toml::to_string_pretty(&output)
-            .map_err(|error| CommandError::Internal(error.to_string()))?;
-        print!("{text}");
+        toml::to_string_pretty(&output)
+            .map_err(|error| CommandError::Internal(error.to_string()))?
+    };
+    print_out(&text)
+}
+
+/// Write to stdout; a closed pipe (`kiln eval | head`) is not an error.
+pub fn print_out(text: &str) -> Result<(), CommandError> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.map_err(CommandError::from),
     }
-    Ok(())
 }

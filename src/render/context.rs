@@ -91,6 +91,18 @@ fn secret_name(value: &Value) -> Option<&str> {
     }
 }
 
+/// True when a values tree refers to a secret anywhere.
+fn contains_secret_reference(value: &Value) -> bool {
+    if secret_name(value).is_some() {
+        return true;
+    }
+    match value {
+        Value::Object(map) => map.values().any(contains_secret_reference),
+        Value::Array(items) => items.iter().any(contains_secret_reference),
+        _ => false,
+    }
+}
+
 /// Replace every `{ secret = "NAME" }` with the secret's value.
 fn resolve_secrets(value: &mut Value, secrets: &BTreeMap<String, String>) {
     if let Some(name) = secret_name(value) {
@@ -154,8 +166,10 @@ pub fn releases(
             values = serde_json::to_value(parsed).expect("TOML tables convert to JSON");
         }
         merge_values(&mut values, &Value::Object(release.values.clone()));
+        let holds_secrets = contains_secret_reference(&values);
         resolve_secrets(&mut values, secrets);
         out.push(json!({
+            "holds_secrets": holds_secrets,
             "name": name,
             "chart": release.chart,
             "repository": release.repository,

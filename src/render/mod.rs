@@ -426,10 +426,15 @@ fn render_node(
         for release in &releases {
             let name = release["name"].as_str().expect("release names are strings");
             let values = release["values"].clone();
+            let mode = if release["holds_secrets"] == serde_json::Value::Bool(true) {
+                ROOT_ONLY
+            } else {
+                READ_ONLY
+            };
             tree.add(
                 format!("root/etc/kiln/helm/{name}.values.yaml"),
                 yaml::to_document(&values),
-                READ_ONLY,
+                mode,
             );
         }
         for (name, secret) in &cluster.settings.kubernetes.secrets {
@@ -464,17 +469,43 @@ fn render_node(
         }
     }
 
-    // Any file that ended up holding a secret value is for root alone.
-    let values: Vec<&str> = secrets
-        .values()
-        .map(String::as_str)
-        .filter(|value| !value.is_empty())
-        .collect();
+    // Files that hold secrets are known above; this net also catches a secret that a
+    // profile's own template writes: any file showing a secret (as written, JSON-escaped, or
+    // any line of a multi-line one) is for root alone, and keeps its execute bit for root.
+    let needles = secret_needles(secrets);
     for file in tree.files.values_mut() {
         let text = String::from_utf8_lossy(&file.contents);
-        if values.iter().any(|value| text.contains(value)) {
-            file.mode = ROOT_ONLY;
+        if needles.iter().any(|needle| text.contains(needle.as_str())) {
+            file.mode = if file.mode & 0o100 != 0 {
+                0o700
+            } else {
+                ROOT_ONLY
+            };
         }
     }
     Ok(tree)
+}
+
+/// Strings whose presence in a file means it shows a secret.
+fn secret_needles(secrets: &BTreeMap<String, String>) -> Vec<String> {
+    let mut needles = Vec::new();
+    for value in secrets.values().filter(|value| !value.is_empty()) {
+        needles.push(value.clone());
+        let escaped = serde_json::to_string(value).expect("strings serialize");
+        needles.push(escaped[1..escaped.len() - 1].to_string());
+        // Multi-line secrets (keys, certificates) are written as indented blocks: their
+        // lines are what shows. Short lines (PEM armour, blank) would match anything.
+        if value.contains('\n') {
+            needles.extend(
+                value
+                    .lines()
+                    .map(str::trim)
+                    .filter(|line| line.len() >= 16 && !line.starts_with("-----"))
+                    .map(String::from),
+            );
+        }
+    }
+    needles.sort();
+    needles.dedup();
+    needles
 }

@@ -10,7 +10,9 @@ set -euo pipefail
 export PATH=$PATH:/snap/bin
 
 readonly journal=/var/lib/kiln/stages
+{%- if node.containerd or node.kubernetes %}
 readonly bundle=/var/lib/kiln/bundle
+{%- endif %}
 readonly node={{ node.name | sh }}
 mkdir -p "$journal"
 
@@ -44,16 +46,18 @@ dns_answers() {
 }
 
 stage_network() {
+    local servers=({% for server in node.dns.servers %}{{ server | sh }}{% if not loop.last %} {% endif %}{% endfor %})
     local server search domain missing=()
-    for server in {% for server in node.dns.servers %}{{ server | sh }} {% endfor %}; do
+    for server in "${servers[@]}"; do
         if ! retry 30 dns_answers "$server"; then
             echo "DNS server $server does not answer"
             return 1
         fi
     done
 {%- if node.dns.search %}
+    local domains=({% for domain in node.dns.search %}{{ domain | sh }}{% if not loop.last %} {% endif %}{% endfor %})
     search=$(awk '$1 == "search" { $1 = ""; print }' /etc/resolv.conf)
-    for domain in {% for domain in node.dns.search %}{{ domain | sh }} {% endfor %}; do
+    for domain in "${domains[@]}"; do
         [[ " $search " == *" $domain "* ]] || missing+=("$domain")
     done
     if [[ -n ${missing[*]:-} ]]; then
@@ -71,11 +75,22 @@ stage_nvidia() {
 {%- endif %}
 {%- if node.nfs_server %}
 
+# Is PATH in the kernel's export table? `exportfs -v` prints PATH padded to 14 columns and then
+# the client, but a longer PATH alone on its line, so PATH must match a whole leading field.
+# awk reads all of the output, so exportfs never dies of SIGPIPE under pipefail.
+exported() {
+    local path=$1
+    exportfs -v | path=$path awk '
+        { p = ENVIRON["path"] }
+        index($0, p) == 1 && (length($0) == length(p) || substr($0, length(p) + 1, 1) ~ /[[:space:]]/) { found = 1 }
+        END { exit !found }'
+}
+
 stage_nfs_server() {
     mkdir -p {{ nfs.export | sh }}
     systemctl enable --now nfs-server.service
     exportfs -ra
-    if ! exportfs -v | grep -q "^"{{ nfs.export | sh }}"[[:space:]]"; then
+    if ! exported {{ nfs.export | sh }}; then
         echo "{{ nfs.export }} is not in exportfs -v"
         return 1
     fi
@@ -275,7 +290,8 @@ run_stage() {
     [[ $state != fail ]]
 }
 
-for stage in {% for stage in stages %}{{ stage | sh }} {% endfor %}; do
+stages=({% for stage in stages %}{{ stage | sh }}{% if not loop.last %} {% endif %}{% endfor %})
+for stage in "${stages[@]}"; do
     if ! run_stage "$stage"; then
         say "first boot stopped at stage $stage; it is retried at the next boot (kiln-status shows the stages)"
         exit 1
