@@ -24,15 +24,15 @@ apt_install() {
     fi
 }
 
-# A Rust toolchain new enough for kiln (1.85).
+# A Rust toolchain new enough for kiln (1.89).
 need_cargo() {
     if ! command -v cargo >/dev/null 2>&1; then
         apt_install cargo rustc
     fi
     local version
     version=$(cargo --version | awk '{ print $2 }')
-    if [[ $(printf '%s\n1.85.0\n' "$version" | sort -V | head -n 1) != 1.85.0 ]]; then
-        echo "kiln: cargo $version is older than 1.85; install a current toolchain with rustup (https://rustup.rs)" >&2
+    if [[ $(printf '%s\n1.89.0\n' "$version" | sort -V | head -n 1) != 1.89.0 ]]; then
+        echo "kiln: cargo $version is older than 1.89; install a current toolchain with rustup (https://rustup.rs)" >&2
         exit 2
     fi
 }

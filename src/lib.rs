@@ -12,5 +12,7 @@
 pub mod cli;
 pub mod commands;
 pub mod diag;
+pub mod lock;
 pub mod profile;
 pub mod render;
+pub mod store;

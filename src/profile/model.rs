@@ -57,6 +57,9 @@ pub struct Cluster {
     /// True when the nodes have no route to the internet (the default: kiln's reason to be).
     #[serde(default = "default_true")]
     pub airgapped: bool,
+    /// Pin sets (`images/NAME.toml`) the cluster uses.
+    #[serde(default)]
+    pub images: Vec<String>,
 }
 
 fn default_timezone() -> String {
