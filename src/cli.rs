@@ -9,7 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::commands::{self, CommandError, EvalSettings, Globals, RenderSettings};
+use crate::commands::{
+    self, CommandError, EvalSettings, FetchSettings, Globals, LockSettings, RenderSettings,
+};
 
 /// kiln: declarative, reproducible, air-gapped node images for MicroK8s GPU clusters.
 #[derive(Debug, Parser)]
@@ -29,6 +31,14 @@ pub struct Cli {
     #[arg(long, global = true, env = "KILN_SECRETS", hide_env_values = true)]
     secrets: Option<PathBuf>,
 
+    /// Fail, naming each difference, when the profile and kiln.lock disagree.
+    #[arg(long, global = true)]
+    locked: bool,
+
+    /// Content-addressed store [default: $XDG_CACHE_HOME/kiln].
+    #[arg(long, global = true, env = "KILN_STORE", hide_env_values = true)]
+    store: Option<PathBuf>,
+
     #[command(subcommand)]
     command: Command,
 }
@@ -39,6 +49,65 @@ enum Command {
     Eval(EvalArgs),
     /// Render every configuration file of the chosen nodes into a directory.
     Render(RenderArgs),
+    /// Pin every external input the profile needs in kiln.lock (needs the network).
+    Lock(LockArgs),
+    /// Download what kiln.lock names and the store lacks, verified (needs the network).
+    Fetch(FetchArgs),
+    /// Inspect the content-addressed store.
+    #[command(subcommand)]
+    Store(StoreCommand),
+    /// Delete every blob in the store that the profile's kiln.lock does not refer to.
+    Gc(JsonArgs),
+}
+
+#[derive(Debug, Args)]
+struct LockArgs {
+    /// Re-resolve this entry (an image reference, a chart, snap or file name, or `base`).
+    #[arg(long, value_name = "NAME")]
+    update: Vec<String>,
+    /// Fetch REGISTRY's artifacts from URL instead (digests are unchanged).
+    #[arg(long, value_name = "REGISTRY=URL", value_parser = parse_mirror)]
+    mirror: Vec<(String, String)>,
+}
+
+#[derive(Debug, Args)]
+struct FetchArgs {
+    /// Parallel downloads.
+    #[arg(long, short = 'j', default_value_t = 4)]
+    jobs: usize,
+    /// Never touch the network: list what the store lacks (exit 1 if anything).
+    #[arg(long)]
+    offline: bool,
+    /// Print a JSON summary.
+    #[arg(long)]
+    json: bool,
+    /// Fetch REGISTRY's artifacts (or `debian`'s packages) from URL instead.
+    #[arg(long, value_name = "REGISTRY=URL", value_parser = parse_mirror)]
+    mirror: Vec<(String, String)>,
+}
+
+fn parse_mirror(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((registry, url)) if !registry.is_empty() && url.contains("://") => {
+            Ok((registry.to_string(), url.trim_end_matches('/').to_string()))
+        }
+        _ => Err(format!(
+            "`{text}` is not REGISTRY=URL (e.g. docker.io=https://mirror.lab:5000)"
+        )),
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Re-hash every blob and name the bad ones (exit 1 if any).
+    Verify(JsonArgs),
+}
+
+#[derive(Debug, Args)]
+struct JsonArgs {
+    /// Print a JSON report.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -72,6 +141,8 @@ impl Cli {
         let globals = Globals {
             profile: self.profile,
             secrets: self.secrets,
+            store: self.store,
+            locked: self.locked,
         };
         match self.command {
             Command::Eval(args) => commands::eval::run(
@@ -89,6 +160,26 @@ impl Cli {
                     out: args.out,
                 },
             ),
+            Command::Lock(args) => commands::lock::run(
+                &globals,
+                &LockSettings {
+                    update: args.update,
+                    mirrors: args.mirror,
+                },
+            ),
+            Command::Fetch(args) => commands::fetch::run(
+                &globals,
+                &FetchSettings {
+                    jobs: args.jobs,
+                    offline: args.offline,
+                    json: args.json,
+                    mirrors: args.mirror,
+                },
+            ),
+            Command::Store(StoreCommand::Verify(args)) => {
+                commands::store::verify(&globals, args.json)
+            }
+            Command::Gc(args) => commands::store::gc(&globals, args.json),
         }
     }
 }

@@ -12,6 +12,7 @@
 pub mod cli;
 pub mod commands;
 pub mod diag;
+pub mod fetch;
 pub mod lock;
 pub mod profile;
 pub mod render;

@@ -1,7 +1,12 @@
 //! Thin glue between the CLI and the pipeline: one file per subcommand.
 
 pub mod eval;
+pub mod fetch;
+pub mod lock;
 pub mod render;
+pub mod store;
+
+pub use eval::print_out;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -15,6 +20,32 @@ pub struct Globals {
     pub profile: PathBuf,
     /// Secrets file.
     pub secrets: Option<PathBuf>,
+    /// Store root, when given.
+    pub store: Option<PathBuf>,
+    /// Fail when the profile and kiln.lock disagree.
+    pub locked: bool,
+}
+
+/// `kiln lock` settings.
+#[derive(Debug)]
+pub struct LockSettings {
+    /// Entries to re-resolve.
+    pub update: Vec<String>,
+    /// Registry → URL rewrites.
+    pub mirrors: Vec<(String, String)>,
+}
+
+/// `kiln fetch` settings.
+#[derive(Debug)]
+pub struct FetchSettings {
+    /// Parallel downloads.
+    pub jobs: usize,
+    /// Never touch the network.
+    pub offline: bool,
+    /// JSON summary.
+    pub json: bool,
+    /// Registry (or `debian`) → URL rewrites.
+    pub mirrors: Vec<(String, String)>,
 }
 
 /// `kiln eval` settings.
@@ -42,6 +73,8 @@ pub struct RenderSettings {
 pub enum CommandError {
     /// Findings about the user's input (exit 1).
     Findings(Findings),
+    /// A check that failed, already explained (exit 1).
+    Failed(String),
     /// Bad arguments (exit 2).
     Usage(String),
     /// Something else went wrong (exit 2).
@@ -52,7 +85,7 @@ impl CommandError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CommandError::Findings(_) => 1,
+            CommandError::Findings(_) | CommandError::Failed(_) => 1,
             CommandError::Usage(_) | CommandError::Internal(_) => 2,
         }
     }
@@ -62,6 +95,7 @@ impl fmt::Display for CommandError {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CommandError::Findings(findings) => write!(formatter, "{findings}"),
+            CommandError::Failed(message) => write!(formatter, "error: {message}"),
             CommandError::Usage(message) => write!(formatter, "error: {message}"),
             CommandError::Internal(message) => write!(formatter, "error: {message}"),
         }

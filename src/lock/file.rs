@@ -154,6 +154,9 @@ pub struct LockedDeb {
     pub version: String,
     /// Architecture.
     pub architecture: String,
+    /// The archive suite that served it (`bookworm`, `bookworm-security`, ...): which of the
+    /// host's apt sources (or which `--mirror SUITE=URL`) it is fetched from.
+    pub suite: String,
     /// Path in the archive's pool.
     pub filename: String,
     /// `sha256:…`.

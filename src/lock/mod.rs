@@ -5,6 +5,7 @@
 //! each difference (`--locked`). Resolving what is unpinned needs the network and lives in
 //! `fetch`; this module only decides what must be pinned and whether the lock covers it.
 
+pub mod closure;
 pub mod file;
 pub mod pins;
 

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod http_server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -81,10 +83,20 @@ impl Kiln {
         self.dir.path().join(relative)
     }
 
+    /// Run kiln in the scratch directory with `args` instead of the builder's arguments.
+    pub fn run_with(&self, args: &[&str]) -> Run {
+        let args: Vec<String> = args.iter().map(|arg| arg.to_string()).collect();
+        self.run_args(&args)
+    }
+
     /// Run kiln in the scratch directory.
     pub fn run(&self) -> Run {
+        self.run_args(&self.args)
+    }
+
+    fn run_args(&self, args: &[String]) -> Run {
         let output: Output = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(&self.args)
+            .args(args)
             .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
