@@ -16,3 +16,7 @@ lint:
 # Accept changed snapshots after reviewing the diff (`git diff tests/snapshots`).
 snapshots:
     INSTA_UPDATE=always cargo test
+
+# Benchmarks against the named peers: `just bench fetch`.
+bench what="fetch":
+    cargo bench --bench {{what}}

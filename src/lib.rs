@@ -16,4 +16,5 @@ pub mod fetch;
 pub mod lock;
 pub mod profile;
 pub mod render;
+pub mod report;
 pub mod store;

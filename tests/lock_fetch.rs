@@ -262,3 +262,109 @@ fn fetch_killed_at_any_moment_completes_on_rerun_with_a_clean_store() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Two images in a real registry: a two-platform index and a single manifest.
+fn registry_with_images() -> (common::registry::Registry, Vec<String>) {
+    use common::registry::{Layout, Registry};
+    let registry = Registry::start();
+    let mut layout = Layout::new();
+    let base = layout.layer("base", &content(200_000, 3));
+    let amd64_layer = layout.layer("app", b"amd64 build\n");
+    let arm64_layer = layout.layer("app", b"arm64 build\n");
+    let amd64 = layout.image("linux", "amd64", &[&base, &amd64_layer]);
+    let arm64 = layout.image("linux", "arm64", &[&base, &arm64_layer]);
+    let index = layout.index(&[&amd64, &arm64]);
+    layout.tag(&index, "1.0");
+    let tool_layer = layout.layer("tool", &content(50_000, 5));
+    let tool = layout.image("linux", "amd64", &[&tool_layer]);
+    layout.tag(&tool.descriptor, "2.1");
+    registry.push(&layout, "1.0", "lab/app", &[]);
+    registry.push(&layout, "2.1", "lab/tool", &[]);
+    let names = vec![
+        format!("{}/lab/app:1.0", registry.host()),
+        format!("{}/lab/tool:2.1", registry.host()),
+    ];
+    (registry, names)
+}
+
+#[test]
+fn lock_resolves_tags_to_the_digests_skopeo_reports_and_fetch_pulls_them() {
+    let (registry, names) = registry_with_images();
+    let set: String = names
+        .iter()
+        .map(|name| format!("[[image]]\nname = \"{name}\"\nplatforms = [\"linux/amd64\"]\n\n"))
+        .collect();
+    let lab = profile(&set);
+    let mirror = format!("{}=http://{}", registry.host(), registry.host());
+    let run = kiln(&lab, &["lock", "--mirror", &mirror]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lock: toml::Table =
+        toml::from_str(&fs_err::read_to_string(lab.path("lab/kiln.lock")).unwrap()).unwrap();
+    let images = lock["image"].as_array().unwrap();
+    for (image, name) in images.iter().zip(&names) {
+        assert_eq!(image["name"].as_str(), Some(name.as_str()));
+        let raw = registry.raw(name.split_once('/').unwrap().1);
+        assert_eq!(
+            image["digest"].as_str().unwrap(),
+            format!("sha256:{}", sha256(&raw)),
+            "{name}"
+        );
+        let platforms = image["platforms"].as_array().unwrap();
+        assert_eq!(
+            platforms.len(),
+            1,
+            "only linux/amd64 is kept: {platforms:?}"
+        );
+        assert_eq!(platforms[0]["platform"].as_str(), Some("linux/amd64"));
+    }
+    // The per-platform digest of the index agrees with skopeo too.
+    let index: serde_json::Value = serde_json::from_slice(&registry.raw("lab/app:1.0")).unwrap();
+    let amd64 = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["platform"]["architecture"] == "amd64")
+        .unwrap();
+    assert_eq!(
+        images[0]["platforms"][0]["digest"].as_str(),
+        amd64["digest"].as_str()
+    );
+
+    // Fetch into a fresh store: every blob there re-hashes to its name, and the lock's
+    // closure (index, manifest, config, layers) is complete.
+    // This time the profile names where the registry's artifacts come from.
+    fs_err::remove_dir_all(lab.path("store")).ok();
+    let mut cluster = fs_err::read_to_string(lab.path("lab/cluster.toml")).unwrap();
+    cluster.push_str(&format!(
+        "\n[registries.sources]\n\"{}\" = \"http://{}\"\n",
+        registry.host(),
+        registry.host()
+    ));
+    fs_err::write(lab.path("lab/cluster.toml"), cluster).unwrap();
+    let run = kiln(&lab, &["--locked", "fetch"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let blobs = common::files_below(&lab.path("store/blobs/sha256"));
+    assert!(blobs.len() >= 8, "{blobs:?}");
+    for blob in &blobs {
+        let bytes = fs_err::read(lab.path(&format!("store/blobs/sha256/{blob}"))).unwrap();
+        assert_eq!(&sha256(&bytes), blob);
+    }
+    let run = kiln(&lab, &["fetch", "--offline"]);
+    assert_eq!(run.code, 0, "everything is there: {}", run.stderr);
+    assert_eq!(kiln(&lab, &["store", "verify"]).code, 0);
+}
+
+#[test]
+fn a_deb_that_left_the_archive_says_what_to_run() {
+    let site = site(10, None);
+    let lab = profile("[base]\nsuite = \"bookworm\"\npackages = [\"hello\"]\n");
+    let lock = format!(
+        "version = 1\nsource_date_epoch = 1700000000\n\n[base]\nsuite = \"bookworm\"\ncomponents = [\"main\"]\nvariant = \"minbase\"\npackages = [\"hello\"]\n\n[[deb]]\nname = \"hello\"\nversion = \"2.10-3\"\narchitecture = \"amd64\"\nsuite = \"bookworm\"\nfilename = \"pool/main/h/hello/hello_2.10-3_amd64.deb\"\ndigest = \"sha256:{}\"\nsize = 53000\npriority = \"optional\"\nsection = \"devel\"\n",
+        "0".repeat(64)
+    );
+    fs_err::write(lab.path("lab/kiln.lock"), lock).unwrap();
+    let mirror = format!("bookworm={}", site.server.url("/debian"));
+    let run = kiln(&lab, &["--locked", "fetch", "--mirror", &mirror]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    insta::assert_snapshot!(run.stderr.replace(&site.server.url(""), "http://[SERVER]"));
+}

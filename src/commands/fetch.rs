@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use crate::commands::lock::endpoints;
+use crate::commands::lock::{endpoints, sources};
 use crate::commands::store::{open_store, LOCK_TIMEOUT};
 use crate::commands::{print_out, CommandError, FetchSettings, Globals};
 use crate::fetch::artifacts::{missing, run_tasks, Outcome, Task};
@@ -12,6 +12,7 @@ use crate::lock::file::{LockFile, LOCK_FILE};
 use crate::lock::{requested, require_locked};
 use crate::profile::load::cluster_path;
 use crate::profile::load_valid;
+use crate::report::FetchProgress;
 
 /// Run `kiln fetch`.
 pub fn run(globals: &Globals, settings: &FetchSettings) -> Result<(), CommandError> {
@@ -23,16 +24,17 @@ pub fn run(globals: &Globals, settings: &FetchSettings) -> Result<(), CommandErr
         )));
     }
     let lock = LockFile::read(&lock_path)?;
+    let cluster = load_valid(&globals.profile)?;
     if globals.locked {
-        let cluster = load_valid(&globals.profile)?;
         require_locked(&requested(&cluster)?, &lock, &lock_path)?;
     }
+    let mirrors = sources(&cluster, &settings.mirrors);
     let store = open_store(globals)?;
     let _store_lock = store
         .lock_shared(LOCK_TIMEOUT)
         .map_err(|error| CommandError::Internal(error.to_string()))?;
-    let sources = debian::host_sources(Path::new("/etc/apt"));
-    let deb_archive = |suite: &str| deb_archive(suite, &settings.mirrors, &sources);
+    let apt_sources = debian::host_sources(Path::new("/etc/apt"));
+    let deb_archive = |suite: &str| deb_archive(suite, &mirrors, &apt_sources);
     let tasks = missing(&lock, &store, &deb_archive)
         .map_err(|error| CommandError::Failed(error.to_string()))?;
     if settings.offline {
@@ -47,13 +49,18 @@ pub fn run(globals: &Globals, settings: &FetchSettings) -> Result<(), CommandErr
         settings.jobs
     );
     let http = HttpClient::new(FetchOptions::default());
-    let endpoints = endpoints(&settings.mirrors);
-    let report = |outcome: &Outcome| match &outcome.error {
-        None => eprintln!("fetched {} ({} bytes)", outcome.label, outcome.bytes),
-        Some(error) => eprintln!("failed {}: {error}", outcome.label),
-    };
+    let endpoints = endpoints(&mirrors);
     let total = tasks.len();
-    let outcomes = run_tasks(tasks, settings.jobs, &http, &endpoints, &store, &report);
+    let known_bytes = tasks
+        .iter()
+        .map(|task| match task {
+            Task::Blob { size, .. } => *size,
+            Task::Image(_) => 0,
+        })
+        .sum();
+    let progress = FetchProgress::new(total, known_bytes);
+    let outcomes = run_tasks(tasks, settings.jobs, &http, &endpoints, &store, &progress);
+    drop(progress);
     finish(&outcomes, settings.json, total)
 }
 
@@ -94,7 +101,7 @@ fn report_offline(tasks: &[Task], json: bool) -> Result<(), CommandError> {
         Ok(())
     } else {
         Err(CommandError::Failed(format!(
-            "--offline: {} artifact(s) are not in the store; run `kiln fetch` where the network is reachable, or `kiln store import BUNDLE`",
+            "--offline: {} artifact(s) are not in the store; run `kiln fetch` where the network is reachable",
             labels.len()
         )))
     }

@@ -13,7 +13,24 @@ use crate::lock::{check, requested, require_locked, Requested};
 use crate::profile::load::cluster_path;
 use crate::profile::load_valid;
 
-/// The endpoints for registries, with `--mirror` rewrites.
+/// Where artifacts come from: the profile's `[registries.sources]`, then `--mirror`
+/// (which wins, coming later).
+pub fn sources(
+    cluster: &crate::profile::ValidCluster,
+    mirrors: &[(String, String)],
+) -> Vec<(String, String)> {
+    let mut all: Vec<(String, String)> = cluster
+        .settings
+        .registries
+        .sources
+        .iter()
+        .map(|(name, url)| (name.clone(), url.trim_end_matches('/').to_string()))
+        .collect();
+    all.extend(mirrors.iter().cloned());
+    all
+}
+
+/// The endpoints for registries, with rewrites applied in order (later ones win).
 pub fn endpoints(mirrors: &[(String, String)]) -> Endpoints {
     mirrors
         .iter()
@@ -62,7 +79,7 @@ pub fn run(globals: &Globals, settings: &LockSettings) -> Result<(), CommandErro
         .lock_shared(LOCK_TIMEOUT)
         .map_err(|error| CommandError::Internal(error.to_string()))?;
     let http = HttpClient::new(FetchOptions::default());
-    let oci = OciClient::new(&http, endpoints(&settings.mirrors));
+    let oci = OciClient::new(&http, endpoints(&sources(&cluster, &settings.mirrors)));
     let mut lock = LockFile {
         version: LOCK_VERSION,
         source_date_epoch: previous.source_date_epoch,
@@ -160,7 +177,7 @@ pub fn run(globals: &Globals, settings: &LockSettings) -> Result<(), CommandErro
                     })?;
                     fs_err::metadata(store.blob_path(&digest)).map(|meta| meta.len()).map_err(|_| {
                         CommandError::Failed(format!(
-                            "snap `{}`: {} is not in the store; import the files `snap download` wrote (`kiln store import`)",
+                            "snap `{}`: {} is not in the store, and kiln cannot download snaps yet; the .snap and .assert can be pinned as [[file]] entries meanwhile",
                             pin.name, text
                         ))
                     })

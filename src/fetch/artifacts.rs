@@ -40,8 +40,7 @@ pub enum ArtifactError {
     #[error(
         "{name} {version} is no longer in the archive ({url} answered {status}): the archive moved on \
          since kiln.lock was written. Run `kiln lock --update base` to pin the packages the archive \
-         has now, or `kiln fetch --mirror debian=URL` with an archive that keeps old versions \
-         (an air-gapped site's copy, or a store filled with `kiln store import`)"
+         has now, or fetch from an archive that keeps old versions with `kiln fetch --mirror SUITE=URL`"
     )]
     DebGone {
         /// Package.
@@ -389,14 +388,24 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
-/// Run tasks on `jobs` threads. `report` hears each outcome as it happens.
+/// Hears how `kiln fetch` is going (the reporting module draws it).
+pub trait Observer: Sync {
+    /// A task started; `size` is known for blobs, not for images.
+    fn started(&self, label: &str, size: Option<u64>);
+    /// Bytes of a task downloaded so far.
+    fn progress(&self, label: &str, bytes: u64);
+    /// A task ended.
+    fn finished(&self, outcome: &Outcome);
+}
+
+/// Run tasks on `jobs` threads, telling `observer` as they go.
 pub fn run_tasks(
     tasks: Vec<Task>,
     jobs: usize,
     http: &HttpClient,
     endpoints: &Endpoints,
     store: &Store,
-    report: &(dyn Fn(&Outcome) + Sync),
+    observer: &dyn Observer,
 ) -> Vec<Outcome> {
     let queue = Mutex::new(tasks.into_iter().rev().collect::<Vec<_>>());
     let outcomes = Mutex::new(Vec::new());
@@ -408,8 +417,8 @@ pub fn run_tasks(
                     let Some(task) = queue.lock().expect("queue lock").pop() else {
                         break;
                     };
-                    let outcome = run_task(&task, http, &oci, store);
-                    report(&outcome);
+                    let outcome = run_task(&task, http, &oci, store, observer);
+                    observer.finished(&outcome);
                     outcomes.lock().expect("outcomes lock").push(outcome);
                 }
             });
@@ -420,9 +429,22 @@ pub fn run_tasks(
     outcomes
 }
 
-fn run_task(task: &Task, http: &HttpClient, oci: &OciClient<'_>, store: &Store) -> Outcome {
+fn run_task(
+    task: &Task,
+    http: &HttpClient,
+    oci: &OciClient<'_>,
+    store: &Store,
+    observer: &dyn Observer,
+) -> Outcome {
     let label = task.label().to_string();
     let mut bytes = 0;
+    observer.started(
+        &label,
+        match task {
+            Task::Image(_) => None,
+            Task::Blob { size, .. } => Some(*size),
+        },
+    );
     let result: Result<(), ArtifactError> = (|| match task {
         Task::Image(image) => {
             let resolved = resolved_from_lock(image)?;
@@ -430,11 +452,17 @@ fn run_task(task: &Task, http: &HttpClient, oci: &OciClient<'_>, store: &Store) 
                 image.platforms.iter().map(|p| p.platform.clone()).collect();
             let selected: BTreeSet<String> = platforms.into_iter().collect();
             let platforms: Vec<String> = selected.into_iter().collect();
-            let mut seen = 0;
-            oci.pull(store, &resolved, &platforms, &mut |_, done, _| {
-                seen = seen.max(done);
+            // Bytes of blobs finished, plus the one under way.
+            let (mut finished, mut current, mut current_blob) = (0, 0, String::new());
+            oci.pull(store, &resolved, &platforms, &mut |what, done, _| {
+                if what != current_blob {
+                    finished += current;
+                    current_blob = what.to_string();
+                }
+                current = done;
+                observer.progress(&label, finished + current);
             })?;
-            bytes = seen;
+            bytes = finished + current;
             Ok(())
         }
         Task::Blob {
@@ -445,7 +473,8 @@ fn run_task(task: &Task, http: &HttpClient, oci: &OciClient<'_>, store: &Store) 
             ..
         } => {
             let expected = digest(text)?;
-            match http.fetch_blob(store, url, &expected, Some(*size), &[], &mut |_, _| {}) {
+            let mut progress = |done: u64, _total: Option<u64>| observer.progress(&label, done);
+            match http.fetch_blob(store, url, &expected, Some(*size), &[], &mut progress) {
                 Ok(fetched) => {
                     bytes = fetched.bytes_downloaded;
                     Ok(())

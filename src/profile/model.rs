@@ -238,9 +238,15 @@ fn default_nfs_mount_options() -> Vec<String> {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Registries {
-    /// Registry host (as in image references, e.g. `docker.io`) → mirror.
+    /// Registry host (as in image references, e.g. `docker.io`) → mirror the nodes pull
+    /// through.
     #[serde(default)]
     pub mirrors: IndexMap<String, Mirror>,
+    /// Registry host (or an archive suite, or `debian`/`ubuntu`) → URL that `kiln lock` and
+    /// `kiln fetch` download from instead (an air-gapped site's local registry or archive).
+    /// Digests are unchanged; `--mirror` on the command line wins.
+    #[serde(default)]
+    pub sources: IndexMap<String, String>,
 }
 
 /// A registry mirror.
