@@ -100,9 +100,9 @@ impl Secrets {
     }
 
     /// Resolve every reference, or one error per missing secret naming it and where it is used.
-    pub fn resolve_all<'a>(
+    pub fn resolve_all(
         &self,
-        references: impl IntoIterator<Item = (&'a SecretRef, Origin)>,
+        references: impl IntoIterator<Item = (SecretRef, Origin)>,
     ) -> Result<BTreeMap<String, String>, Vec<Diagnostic>> {
         let mut resolved = BTreeMap::new();
         let mut missing: BTreeMap<String, Origin> = BTreeMap::new();

@@ -15,12 +15,12 @@ use crate::profile::{ValidCluster, ValidNode};
 const CLUSTER_AGENT_PORT: u16 = 25000;
 
 /// Every secret the cluster refers to, with where.
-pub fn secret_references(cluster: &ValidCluster) -> Vec<(&SecretRef, Origin)> {
+pub fn secret_references(cluster: &ValidCluster) -> Vec<(SecretRef, Origin)> {
     let tree = &cluster.cluster_tree;
     let mut references = Vec::new();
     if let Some(microk8s) = &cluster.settings.microk8s {
         references.push((
-            &microk8s.token,
+            microk8s.token.clone(),
             tree.origin_near(&["microk8s", "token"]).clone(),
         ));
     }
@@ -29,7 +29,7 @@ pub fn secret_references(cluster: &ValidCluster) -> Vec<(&SecretRef, Origin)> {
             let origin = tree
                 .origin_near(&["kubernetes", "secrets", name, "data", key])
                 .clone();
-            references.push((reference, origin));
+            references.push((reference.clone(), origin));
         }
     }
     references.extend(value_secret_references(cluster));
@@ -38,7 +38,7 @@ pub fn secret_references(cluster: &ValidCluster) -> Vec<(&SecretRef, Origin)> {
 
 /// Secret references inside Helm values (`{ secret = "NAME" }` tables). They are parsed
 /// here rather than in the typed model because values are free-form.
-fn value_secret_references(cluster: &ValidCluster) -> Vec<(&'static SecretRef, Origin)> {
+fn value_secret_references(cluster: &ValidCluster) -> Vec<(SecretRef, Origin)> {
     fn walk(value: &Value, path: &mut Vec<String>, out: &mut Vec<(Vec<String>, String)>) {
         match value {
             Value::Object(map) => {
@@ -74,10 +74,7 @@ fn value_secret_references(cluster: &ValidCluster) -> Vec<(&'static SecretRef, O
             let mut full = vec!["helm", "releases", release.as_str(), "values"];
             full.extend(path.iter().map(String::as_str));
             let origin = cluster.cluster_tree.origin_near(&full).clone();
-            // References are tiny and few; leaking them gives the `'static` lifetime the
-            // typed references have without cloning the whole settings tree.
-            let reference: &'static SecretRef = Box::leak(Box::new(SecretRef { name }));
-            out.push((reference, origin));
+            out.push((SecretRef { name }, origin));
         }
     }
     out
