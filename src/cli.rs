@@ -49,6 +49,8 @@ enum Command {
     Eval(EvalArgs),
     /// Render every configuration file of the chosen nodes into a directory.
     Render(RenderArgs),
+    /// Check the profile for the failures that break a cluster (exit 1 on an error).
+    Lint(LintArgs),
     /// Pin every external input the profile needs in kiln.lock (needs the network).
     Lock(LockArgs),
     /// Download what kiln.lock names and the store lacks, verified (needs the network).
@@ -58,6 +60,25 @@ enum Command {
     Store(StoreCommand),
     /// Delete every blob in the store that the profile's kiln.lock does not refer to.
     Gc(JsonArgs),
+}
+
+#[derive(Debug, Args)]
+struct LintArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = LintFormat::Human)]
+    format: LintFormat,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LintFormat {
+    /// Each finding with its source line and hint.
+    Human,
+    /// One line per finding.
+    Table,
+    /// JSON.
+    Json,
+    /// SARIF 2.1.0, for CI code scanning.
+    Sarif,
 }
 
 #[derive(Debug, Args)]
@@ -158,6 +179,15 @@ impl Cli {
                 &RenderSettings {
                     nodes: if args.all { Vec::new() } else { args.node },
                     out: args.out,
+                },
+            ),
+            Command::Lint(args) => commands::lint::run(
+                &globals,
+                match args.format {
+                    LintFormat::Human => commands::lint::Format::Human,
+                    LintFormat::Table => commands::lint::Format::Table,
+                    LintFormat::Json => commands::lint::Format::Json,
+                    LintFormat::Sarif => commands::lint::Format::Sarif,
                 },
             ),
             Command::Lock(args) => commands::lock::run(

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod diag;
 pub mod fetch;
+pub mod lint;
 pub mod lock;
 pub mod profile;
 pub mod render;

@@ -354,16 +354,36 @@ fn the_readme_example_profile_is_valid() {
     let example = &block[..block.find("```").unwrap()];
     let kiln = Kiln::new().file("lab/cluster.toml", example);
     common::copy_dir(&common::repo().join("profiles/roles"), &kiln.path("roles"));
-    let run = kiln.args(["--profile", "lab", "eval", "--json"]).run();
+    let run = kiln.run_with(&["--profile", "lab", "eval", "--json"]);
     assert_eq!(
         run.code, 0,
         "the README's example does not validate:\n{}",
         run.stderr
     );
     let json: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(
-        json["nodes"]["gpu1"]["packages"],
-        serde_json::json!(["openssh-server", "nfs-common", "htop"])
+    let packages = json["nodes"]["gpu1"]["packages"].as_array().unwrap();
+    // [defaults], then the role's "packages+", then the node's "packages+".
+    assert_eq!(packages.first().unwrap(), "openssh-server");
+    assert!(packages.iter().any(|package| package == "nfs-common"));
+    assert_eq!(packages.last().unwrap(), "htop");
+    // The README shows `--explain` on this example: it must be what kiln prints.
+    common::copy_dir(&kiln.path("lab"), &kiln.path("profiles/lab"));
+    common::copy_dir(&kiln.path("roles"), &kiln.path("profiles/roles"));
+    let run = kiln.run_with(&[
+        "--profile",
+        "profiles/lab",
+        "eval",
+        "--explain",
+        "nodes.gpu1.gpu.module",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let shown = format!(
+        "$ kiln -p profiles/lab eval --explain nodes.gpu1.gpu.module     # the example above\n{}",
+        run.stdout
+    );
+    assert!(
+        readme.contains(&shown),
+        "README shows another --explain output than kiln's:\n{shown}"
     );
     assert_eq!(json["nodes"]["gpu1"]["gpu"]["module"], "proprietary");
 }

@@ -2,6 +2,7 @@
 
 pub mod eval;
 pub mod fetch;
+pub mod lint;
 pub mod lock;
 pub mod render;
 pub mod store;

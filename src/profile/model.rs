@@ -60,6 +60,9 @@ pub struct Cluster {
     /// Pin sets (`images/NAME.toml`) the cluster uses.
     #[serde(default)]
     pub images: Vec<String>,
+    /// Users' notebook servers run until their owners stop them (lint: culling must be off).
+    #[serde(default)]
+    pub user_servers_persist: bool,
 }
 
 fn default_timezone() -> String {
@@ -112,6 +115,10 @@ pub struct Network {
     /// MTU of the node interface; omit for the link default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mtu: Option<u16>,
+    /// Port 80 of the cluster is reachable from the internet (what Let's Encrypt's HTTP
+    /// challenge needs).
+    #[serde(default)]
+    pub internet_http: bool,
 }
 
 /// DNS resolvers and search domains.
