@@ -51,15 +51,40 @@ enum Command {
     Render(RenderArgs),
     /// Check the profile for the failures that break a cluster (exit 1 on an error).
     Lint(LintArgs),
+    /// Build outputs from the lock and the store (after lint finds no error).
+    #[command(subcommand)]
+    Build(BuildCommand),
     /// Pin every external input the profile needs in kiln.lock (needs the network).
     Lock(LockArgs),
     /// Download what kiln.lock names and the store lacks, verified (needs the network).
     Fetch(FetchArgs),
-    /// Inspect the content-addressed store.
+    /// Inspect the content-addressed store, or fill it from a bundle.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Look into a bundle file.
+    #[command(subcommand)]
+    Bundle(BundleCommand),
     /// Delete every blob in the store that the profile's kiln.lock does not refer to.
     Gc(JsonArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BuildCommand {
+    /// The offline bundle: one file with everything a node needs (out/<cluster>/bundle.tar).
+    Bundle(BundleArgs),
+}
+
+#[derive(Debug, Args)]
+struct BundleArgs {
+    /// Compression of the bundle.
+    #[arg(long, default_value = "none", value_parser = ["none", "gzip", "zstd"])]
+    compression: String,
+    /// Carry the base OS's .debs too (to rebuild images at an air-gapped site).
+    #[arg(long)]
+    include_debs: bool,
+    /// Directory for the output links.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +147,25 @@ fn parse_mirror(text: &str) -> Result<(String, String), String> {
 enum StoreCommand {
     /// Re-hash every blob and name the bad ones (exit 1 if any).
     Verify(JsonArgs),
+    /// Fill the store from a bundle (verified first), so a site can build with no network.
+    Import(FileArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// The bundle's contents by component, with sizes.
+    Inspect(FileArgs),
+    /// Check every member against the manifest (exit 1 naming the first problem).
+    Verify(FileArgs),
+}
+
+#[derive(Debug, Args)]
+struct FileArgs {
+    /// The bundle file.
+    file: PathBuf,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -181,6 +225,18 @@ impl Cli {
                     out: args.out,
                 },
             ),
+            Command::Build(BuildCommand::Bundle(args)) => commands::build::bundle(
+                &globals,
+                &commands::build::BuildSettings {
+                    compression: args.compression.parse().map_err(
+                        |error: crate::build::archive::ArchiveError| {
+                            CommandError::Usage(error.to_string())
+                        },
+                    )?,
+                    include_debs: args.include_debs,
+                    out: args.out,
+                },
+            ),
             Command::Lint(args) => commands::lint::run(
                 &globals,
                 match args.format {
@@ -206,6 +262,15 @@ impl Cli {
                     mirrors: args.mirror,
                 },
             ),
+            Command::Store(StoreCommand::Import(args)) => {
+                commands::bundle::import(&globals, &args.file, args.json)
+            }
+            Command::Bundle(BundleCommand::Inspect(args)) => {
+                commands::bundle::inspect(&args.file, args.json)
+            }
+            Command::Bundle(BundleCommand::Verify(args)) => {
+                commands::bundle::verify(&args.file, args.json)
+            }
             Command::Store(StoreCommand::Verify(args)) => {
                 commands::store::verify(&globals, args.json)
             }

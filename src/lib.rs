@@ -9,6 +9,7 @@
 // do not matter, and keeping them unboxed keeps every call site plain.
 #![allow(clippy::result_large_err)]
 
+pub mod build;
 pub mod cli;
 pub mod commands;
 pub mod diag;

@@ -1,6 +1,5 @@
 //! `kiln lint`: every finding, as a table, JSON or SARIF.
 
-use crate::commands::store::open_store;
 use crate::commands::{print_out, CommandError, Globals};
 use crate::lint::{lint, output, Context, Finding};
 use crate::lock::file::{LockFile, LOCK_FILE};
@@ -36,14 +35,15 @@ pub fn findings(globals: &Globals) -> Result<(ValidCluster, Vec<Finding>), Comma
     } else {
         None
     };
-    // The store is only read (charts' values schemas); a missing one is not created.
-    let store = if globals.store.is_some() || std::env::var_os("KILN_STORE").is_some() {
-        Some(open_store(globals)?)
-    } else {
-        crate::store::Store::default_root(|key| std::env::var(key).ok())
-            .filter(|root| root.is_dir())
-            .and_then(|root| crate::store::Store::open(&root).ok())
+    // The store is only read (charts' values schemas): one that does not exist is not
+    // created, so linting never writes anything.
+    let root = match &globals.store {
+        Some(root) => Some(root.clone()),
+        None => crate::store::Store::default_root(|key| std::env::var(key).ok()),
     };
+    let store = root
+        .filter(|root| root.is_dir())
+        .and_then(|root| crate::store::Store::open(&root).ok());
     let context = Context {
         cluster: &cluster,
         rendered: &rendered,

@@ -1,5 +1,7 @@
 //! Thin glue between the CLI and the pipeline: one file per subcommand.
 
+pub mod build;
+pub mod bundle;
 pub mod eval;
 pub mod fetch;
 pub mod lint;

@@ -106,6 +106,11 @@ impl Secrets {
         Secrets { values }
     }
 
+    /// Set a secret's value (used for placeholders that are filled in later).
+    pub fn insert(&mut self, name: &str, value: &str) {
+        self.values.insert(name.to_string(), value.to_string());
+    }
+
     /// Every value that a rendered file might contain, to decide its permissions.
     pub fn values(&self) -> impl Iterator<Item = &str> {
         self.values.values().map(String::as_str)

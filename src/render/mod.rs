@@ -262,6 +262,19 @@ fn shell_filter(
     Ok(serde_json::Value::String(shell::quote(&text)))
 }
 
+/// Render one of kiln's templates (or the profile's replacement) with a JSON context: for
+/// files that are not per node, such as the bundle's `install.sh`.
+pub fn render_template(
+    cluster: &ValidCluster,
+    name: &str,
+    data: &serde_json::Value,
+) -> Result<String, Findings> {
+    let templates = Templates::load(&cluster.profile_dir)?;
+    let context = tera::Context::from_value(data.clone())
+        .map_err(|error| Diagnostic::error("template", format!("context for `{name}`: {error}")))?;
+    Ok(templates.render(name, &context)?)
+}
+
 /// Render every node of a validated cluster.
 pub fn render(cluster: &ValidCluster, secrets: &Secrets) -> Result<Rendered, Findings> {
     let resolved = secrets
