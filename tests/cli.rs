@@ -196,3 +196,13 @@ fn eval_into_a_closed_pipe_does_not_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(output.status.code(), Some(0), "{stderr}");
 }
+
+#[test]
+fn the_shipped_demo_profile_lints_clean() {
+    let profile = common::repo().join("profiles/demo");
+    let run = Kiln::new()
+        .args(["--profile", &profile.display().to_string(), "lint"])
+        .run();
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(run.stdout, "no findings\n");
+}
