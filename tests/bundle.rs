@@ -47,13 +47,17 @@ fn fixture() -> Fixture {
         }
     });
     let set = format!(
-        "[[image]]\nname = \"{}/lab/app:1.0\"\n\n[[chart]]\nname = \"demo\"\nrepository = \"{}\"\nversion = \"1.2.3\"\n\n[[file]]\nname = \"nvidia-driver\"\nurl = \"{}\"\n",
+        "[[image]]\nname = \"{0}/lab/app:1.0\"\n\n[[derived]]\nname = \"registry.lab.example/lab/app:1.0-site-ca\"\nfrom = \"{0}/lab/app:1.0\"\nfiles = [{{ path = \"/etc/ssl/certs/site-ca.pem\", source = \"files/site-ca.pem\" }}]\nenv = [\"SSL_CERT_FILE=/etc/ssl/certs/site-ca.pem\"]\n\n[[chart]]\nname = \"demo\"\nrepository = \"{1}\"\nversion = \"1.2.3\"\n\n[[file]]\nname = \"nvidia-driver\"\nurl = \"{2}\"\n",
         registry.host(),
         server.url("/charts"),
         server.url("/nvidia-driver.deb"),
     );
     let mirror = format!("{}=http://{}", registry.host(), registry.host());
     let lab = Kiln::new()
+        .file(
+            "lab/files/site-ca.pem",
+            "-----BEGIN CERTIFICATE-----\nTESTCA\n-----END CERTIFICATE-----\n",
+        )
         .file("lab/cluster.toml", CLUSTER)
         .file("lab/images/local.toml", &set);
     common::copy_dir(&common::repo().join("profiles/roles"), &lab.path("roles"));
@@ -203,6 +207,7 @@ fn members_manifest_checksums_sbom_and_install_script() {
         .map(|member| member["kind"].as_str().unwrap())
         .collect();
     for kind in [
+        "derived-image",
         "image",
         "chart",
         "file",
@@ -214,6 +219,52 @@ fn members_manifest_checksums_sbom_and_install_script() {
         assert!(kinds.contains(kind), "no {kind} member: {kinds:?}");
     }
     assert!(dir.join("charts/demo-1.2.3.tgz").is_file());
+    // The derived image: the registry image plus a layer with the site CA, and the
+    // environment pointing the image's TLS clients at it.
+    let image_dir = fixture.lab.path("derived");
+    fs_err::create_dir_all(&image_dir).unwrap();
+    let status = Command::new("tar")
+        .arg("-xf")
+        .arg(dir.join("images/registry.lab.example_lab_app_1.0-site-ca.tar"))
+        .current_dir(&image_dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let blob = |digest: &str| {
+        fs_err::read(
+            image_dir
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:")),
+        )
+        .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs_err::read(image_dir.join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"][0]["annotations"]["io.containerd.image.name"],
+        "registry.lab.example/lab/app:1.0-site-ca"
+    );
+    let image_manifest: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&blob(image_manifest["config"]["digest"].as_str().unwrap()))
+            .unwrap();
+    let env = config["config"]["Env"].as_array().unwrap();
+    assert!(
+        env.iter()
+            .any(|entry| entry == "SSL_CERT_FILE=/etc/ssl/certs/site-ca.pem"),
+        "{env:?}"
+    );
+    let layers = image_manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "the base's layer and the CA's");
+    let last = layers.last().unwrap()["digest"].as_str().unwrap();
+    fs_err::write(image_dir.join("last.tar.gz"), blob(last)).unwrap();
+    let listing = Command::new("tar")
+        .args(["-tzf", "last.tar.gz"])
+        .current_dir(&image_dir)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("etc/ssl/certs/site-ca.pem"));
     assert!(dir.join("nvidia/nvidia-driver.deb").is_file());
     assert_eq!(manifest["lock"]["version"], 1);
     let sbom: serde_json::Value =

@@ -390,6 +390,29 @@ pub fn build(
                 pin: json!({ "image": image.name, "digest": image.digest }),
             });
         }
+        let requested = crate::lock::requested(cluster)
+            .map_err(|findings| BundleError::Render(findings.to_string()))?;
+        for derived in requested.derived.values() {
+            let built = build_derived(cluster, lock, store, derived, epoch)?;
+            let file_name = image_file_name(&derived.name);
+            let path = scratch.join(&file_name);
+            let mut hashing = HashingWriter::new(fs_err::File::create(&path)?);
+            write_image_archive(store, &built, &mut hashing, epoch)
+                .map_err(|error| BundleError::Image(error.to_string()))?;
+            let (sha256, size) = hashing.finish()?;
+            planned.push(Planned {
+                member: Member {
+                    path: format!("images/{file_name}"),
+                    mode: 0o644,
+                    expected: Some((sha256.clone(), size)),
+                    source: Source::File(path),
+                },
+                sha256,
+                size,
+                kind: "derived-image",
+                pin: json!({ "derived": derived.name, "digest": built.digest, "from": derived.from }),
+            });
+        }
         for chart in &lock.charts {
             planned.push(blob_member(
                 store,
@@ -575,6 +598,88 @@ pub fn build(
     })();
     let _ = fs_err::remove_dir_all(&scratch);
     result
+}
+
+/// Build a derived image from its pin: the base from the lock, a layer per .deb of the
+/// locked base OS, a layer with the profile's files.
+fn build_derived(
+    cluster: &ValidCluster,
+    lock: &LockFile,
+    store: &Store,
+    derived: &crate::lock::pins::DerivedPin,
+    epoch: u64,
+) -> Result<crate::lock::file::LockedImage, BundleError> {
+    use crate::build::image_archive::{
+        build_derived_image, DerivedConfig, DerivedImage, LayerSource,
+    };
+    let from = if derived.from == "scratch" {
+        None
+    } else {
+        Some(
+            lock.images
+                .iter()
+                .find(|image| image.name == derived.from)
+                .cloned()
+                .ok_or_else(|| BundleError::Missing {
+                    what: format!(
+                        "`{}`, the base of derived image `{}`,",
+                        derived.from, derived.name
+                    ),
+                    digest: "not in kiln.lock".into(),
+                })?,
+        )
+    };
+    let mut layers = Vec::new();
+    for name in &derived.debs {
+        let deb = lock
+            .debs
+            .iter()
+            .find(|deb| &deb.name == name)
+            .ok_or_else(|| BundleError::Missing {
+                what: format!("package `{name}` of derived image `{}`", derived.name),
+                digest:
+                    "not in kiln.lock: add it to the base-OS set's packages and run `kiln lock`"
+                        .into(),
+            })?;
+        let digest: Digest = deb.digest.parse().map_err(|_| BundleError::Missing {
+            what: format!("package `{name}`"),
+            digest: deb.digest.clone(),
+        })?;
+        if !store.has_blob(&digest) {
+            return Err(BundleError::Missing {
+                what: format!("package `{name}` of derived image `{}`", derived.name),
+                digest: deb.digest.clone(),
+            });
+        }
+        layers.push(LayerSource::Deb(store.blob_path(&digest)));
+    }
+    if !derived.files.is_empty() {
+        let mut files = Vec::new();
+        for file in &derived.files {
+            let bytes = fs_err::read(cluster.profile_dir.join(&file.source))?;
+            files.push((
+                file.path.trim_start_matches('/').to_string(),
+                file.mode,
+                bytes,
+            ));
+        }
+        layers.push(LayerSource::Files(files));
+    }
+    let spec = DerivedImage {
+        name: derived.name.clone(),
+        platform: derived.platform.clone(),
+        from,
+        layers,
+        config: DerivedConfig {
+            entrypoint: derived.entrypoint.clone(),
+            cmd: derived.cmd.clone(),
+            env: derived.env.clone(),
+            working_dir: None,
+        },
+    };
+    let built = build_derived_image(store, &spec, epoch)
+        .map_err(|error| BundleError::Image(error.to_string()))?;
+    Ok(built.locked)
 }
 
 fn hash_file(path: &Path) -> Result<(String, u64), std::io::Error> {

@@ -28,6 +28,8 @@ pub struct Requested {
     pub snaps: BTreeMap<String, SnapPin>,
     /// Files by name.
     pub files: BTreeMap<String, FilePin>,
+    /// Images kiln builds, by name.
+    pub derived: BTreeMap<String, pins::DerivedPin>,
     /// The base OS with every package any node needs.
     pub base: Option<LockedBase>,
     /// The archive mirror of the base-OS set, if it names one (else the host's sources).
@@ -118,6 +120,18 @@ pub fn requested(cluster: &ValidCluster) -> Result<Requested, Findings> {
             }
             requested.files.insert(file.name.clone(), file.clone());
         }
+        for derived in &loaded.set.derived {
+            if requested
+                .derived
+                .insert(derived.name.clone(), derived.clone())
+                .is_some()
+            {
+                findings.push(conflict(
+                    format!("image `{}` is derived by two sets", derived.name),
+                    &loaded.path,
+                ));
+            }
+        }
         if let Some(base) = &loaded.set.base {
             if let Some(first) = base_set {
                 findings.push(conflict(
@@ -155,6 +169,20 @@ pub fn requested(cluster: &ValidCluster) -> Result<Requested, Findings> {
             version: release.version.clone(),
             digest: None,
         });
+    }
+    for derived in requested.derived.values() {
+        if derived.from != "scratch" && !requested.images.contains_key(&derived.from) {
+            findings.push(
+                Diagnostic::error(
+                    "pin-conflict",
+                    format!(
+                        "derived image `{}` is built from `{}`, which no set pins",
+                        derived.name, derived.from
+                    ),
+                )
+                .hint("pin the base image in a set as [[image]], or use `from = \"scratch\"`"),
+            );
+        }
     }
     if findings.is_empty() {
         Ok(requested)

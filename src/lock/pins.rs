@@ -34,6 +34,9 @@ pub struct PinSet {
     /// Plain files.
     #[serde(default, rename = "file")]
     pub files: Vec<FilePin>,
+    /// Images kiln builds itself from a pinned image (or scratch) plus files and .debs.
+    #[serde(default, rename = "derived")]
+    pub derived: Vec<DerivedPin>,
     /// The base operating system (base-OS sets only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base: Option<BasePin>,
@@ -108,6 +111,57 @@ pub struct FilePin {
     /// Size in bytes, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<u64>,
+}
+
+/// An image kiln builds (Nix's dockerTools, small): a pinned image or `scratch`, plus
+/// layers made deterministically from the base OS's pinned .debs and from files of the
+/// profile. Built, not fetched: its digest follows from its inputs.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedPin {
+    /// The full reference it is imported under, e.g. `kiln.local/demo/dash:1`.
+    pub name: String,
+    /// `scratch`, or an image pinned by the cluster's sets.
+    pub from: String,
+    /// The platform it is for.
+    #[serde(default = "default_platform")]
+    pub platform: String,
+    /// Packages of the locked base OS whose files make one layer each, in order.
+    #[serde(default)]
+    pub debs: Vec<String>,
+    /// Files of the profile (relative to the profile directory) put into the image.
+    #[serde(default)]
+    pub files: Vec<DerivedFile>,
+    /// `Entrypoint`.
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    /// `Cmd`.
+    #[serde(default)]
+    pub cmd: Vec<String>,
+    /// `KEY=VALUE` environment entries.
+    #[serde(default)]
+    pub env: Vec<String>,
+}
+
+fn default_platform() -> String {
+    "linux/amd64".to_string()
+}
+
+/// A file put into a derived image.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DerivedFile {
+    /// Absolute path in the image.
+    pub path: String,
+    /// The file, relative to the profile directory.
+    pub source: String,
+    /// Permission bits.
+    #[serde(default = "default_file_mode")]
+    pub mode: u32,
+}
+
+fn default_file_mode() -> u32 {
+    0o644
 }
 
 /// The base OS: an archive suite and the packages the root file system holds.

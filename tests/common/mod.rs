@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod http_server;
 pub mod registry;
 

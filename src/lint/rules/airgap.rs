@@ -313,7 +313,7 @@ fn check_images(context: &Context<'_>) -> Vec<Finding> {
     let Ok(requested) = crate::lock::requested(context.cluster) else {
         return Vec::new();
     };
-    let pins: Vec<ImageRef> = requested
+    let mut pins: Vec<ImageRef> = requested
         .images
         .values()
         .filter_map(|pin| {
@@ -324,6 +324,13 @@ fn check_images(context: &Context<'_>) -> Vec<Finding> {
             Some(normalized)
         })
         .collect();
+    // Images kiln builds itself are in the bundle as much as pinned ones.
+    pins.extend(
+        requested
+            .derived
+            .keys()
+            .filter_map(|name| normalize(name, true)),
+    );
     let covered = |image: &ImageRef| {
         pins.iter().any(|pin| {
             pin.repository == image.repository
