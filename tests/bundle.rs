@@ -266,6 +266,29 @@ fn members_manifest_checksums_sbom_and_install_script() {
         .unwrap();
     assert!(String::from_utf8_lossy(&listing.stdout).contains("etc/ssl/certs/site-ca.pem"));
     assert!(dir.join("nvidia/nvidia-driver.deb").is_file());
+    // Every image of the bundle imports with the real containerd under its full name and
+    // the digest the manifest records (the registry's, for a fetched image).
+    let containerd = common::containerd::Containerd::start();
+    for member in members
+        .iter()
+        .filter(|member| member["kind"] == "image" || member["kind"] == "derived-image")
+    {
+        let path = dir.join(member["path"].as_str().unwrap());
+        containerd.import(&path, &[]);
+        let digest = member["pin"]["digest"].as_str().unwrap();
+        let name = member["pin"]["image"]
+            .as_str()
+            .or(member["pin"]["derived"].as_str())
+            .unwrap()
+            .to_string();
+        let images = containerd.images();
+        assert!(
+            images
+                .iter()
+                .any(|(listed, at)| listed == &name && at == digest),
+            "ctr lists {images:?}; expected {name} at {digest}"
+        );
+    }
     assert_eq!(manifest["lock"]["version"], 1);
     let sbom: serde_json::Value =
         serde_json::from_slice(&fs_err::read(dir.join("sbom.spdx.json")).unwrap()).unwrap();
