@@ -476,3 +476,115 @@ fn verify_inspect_and_import_and_every_kind_of_tampering_is_named() {
         .run_with(&["--store", "site-store", "store", "verify"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
 }
+
+#[test]
+fn install_sh_names_missing_secrets_and_fills_them_in() {
+    let lab = Kiln::new()
+        .file(
+            "lab/cluster.toml",
+            "[cluster]\nname = \"lab\"\ndomain = \"lab.example\"\nos = \"ubuntu-24.04\"\n\n[network]\nsubnet = \"10.10.0.0/24\"\n[network.dns]\nservers = [\"10.10.0.2\"]\n\n[microk8s]\nchannel = \"1.34/stable\"\ntoken = { secret = \"join-token\" }\n[microk8s.addons.dns]\n\n[nodes.cp1]\nroles = [\"control-plane\"]\nmac = \"52:54:00:00:00:01\"\nip = \"10.10.0.10\"\n",
+        );
+    common::copy_dir(&common::repo().join("profiles/roles"), &lab.path("roles"));
+    for args in [
+        vec!["--profile", "lab", "--store", "store", "lock"],
+        vec!["--profile", "lab", "--store", "store", "build", "bundle"],
+    ] {
+        let run = lab.run_with(&args);
+        assert_eq!(run.code, 0, "{args:?}: {}", run.stderr);
+    }
+    let bundle = fs_err::read(lab.path("out/lab/bundle.tar")).unwrap();
+    // No secret value is in the bundle: the launch configuration holds a placeholder.
+    assert!(!String::from_utf8_lossy(&bundle).contains("s3cr3t"));
+    let dir = lab.path("extracted");
+    fs_err::create_dir_all(&dir).unwrap();
+    let status = Command::new("tar")
+        .arg("-xf")
+        .arg(lab.path("out/lab/bundle.tar"))
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let launch = fs_err::read_to_string(dir.join("nodes/cp1/root/etc/microk8s.yaml")).unwrap();
+    assert!(launch.contains("@@kiln-secret:join-token@@"), "{launch}");
+
+    let missing = Command::new(dir.join("install.sh"))
+        .args(["--node", "cp1", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        stderr.contains("needs these secrets") && stderr.contains("join-token"),
+        "{stderr}"
+    );
+
+    let secrets = lab.path("secrets");
+    fs_err::create_dir_all(&secrets).unwrap();
+    fs_err::write(
+        secrets.join("join-token"),
+        "s3cr3t-0123456789abcdef0123456789ab\n",
+    )
+    .unwrap();
+    let dry_run = Command::new(dir.join("install.sh"))
+        .args(["--node", "cp1", "--dry-run", "--secrets"])
+        .arg(&secrets)
+        .output()
+        .unwrap();
+    assert!(
+        dry_run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry_run.stderr)
+    );
+    let text = String::from_utf8_lossy(&dry_run.stdout)
+        .replace(&dir.display().to_string(), "[BUNDLE]")
+        .replace(&secrets.display().to_string(), "[SECRETS]");
+    assert!(!text.contains("s3cr3t"), "a secret value was printed");
+    insta::assert_snapshot!(text);
+
+    // For real, into a scratch root: the secret is filled in, root-only, and nothing else
+    // changed in the file.
+    let target = lab.path("target-root");
+    let real = Command::new(dir.join("install.sh"))
+        .args(["--node", "cp1", "--secrets"])
+        .arg(&secrets)
+        .arg("--root")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(
+        real.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&real.stdout),
+        String::from_utf8_lossy(&real.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&real.stdout).contains("s3cr3t"));
+    let placed = fs_err::read_to_string(target.join("etc/microk8s.yaml")).unwrap();
+    assert_eq!(
+        placed,
+        launch.replace(
+            "@@kiln-secret:join-token@@",
+            "s3cr3t-0123456789abcdef0123456789ab"
+        )
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs_err::metadata(target.join("etc/microk8s.yaml"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(target.join("usr/lib/kiln/firstboot").is_file());
+    // And again: the same result (install.sh can run twice).
+    let again = Command::new(dir.join("install.sh"))
+        .args(["--node", "cp1", "--secrets"])
+        .arg(&secrets)
+        .arg("--root")
+        .arg(&target)
+        .output()
+        .unwrap();
+    assert!(again.status.success());
+    assert_eq!(
+        fs_err::read_to_string(target.join("etc/microk8s.yaml")).unwrap(),
+        placed
+    );
+}

@@ -80,7 +80,7 @@ pub fn bundle(globals: &Globals, settings: &BuildSettings) -> Result<(), Command
         &store,
         BundleOptions {
             compression: settings.compression,
-            include_debs: settings.include_debs,
+            include_debs: settings.include_debs || cluster.settings.cluster.bundle_debs,
         },
         &install_script,
     )

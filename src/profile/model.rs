@@ -63,6 +63,10 @@ pub struct Cluster {
     /// Users' notebook servers run until their owners stop them (lint: culling must be off).
     #[serde(default)]
     pub user_servers_persist: bool,
+    /// The bundle carries the base OS's .debs too, so an air-gapped site can rebuild the
+    /// node images (`kiln build bundle --include-debs` does the same once).
+    #[serde(default)]
+    pub bundle_debs: bool,
 }
 
 fn default_timezone() -> String {

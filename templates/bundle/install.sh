@@ -2,10 +2,12 @@
 # Install a node of cluster {{ cluster.name }} from this unpacked kiln bundle, on an
 # existing Ubuntu (or Debian) machine. Rendered by kiln.
 #
-#   ./install.sh [--node NAME] [--secrets DIR] [--dry-run]
+#   ./install.sh [--node NAME] [--secrets DIR] [--root DIR] [--dry-run]
 #
 # --node     the node to install (default: the node whose MAC address this machine has)
 # --secrets  a directory with one file per secret, named after it (e.g. DIR/microk8s-join-token)
+# --root     install into this directory instead of / (an image being prepared); the
+#            first-boot program then runs at that system's first boot
 # --dry-run  print each command instead of running it
 #
 # Steps: check every checksum; check the node's secrets are given; stage the bundle's
@@ -19,14 +21,16 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 node=""
 secrets=""
+root=""
 dry_run=false
 
 while [[ $# -gt 0 ]]; do
     case $1 in
     --node) node=$2; shift 2 ;;
     --secrets) secrets=$2; shift 2 ;;
+    --root) root=${2%/}; shift 2 ;;
     --dry-run) dry_run=true; shift ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -84,20 +88,20 @@ if [[ ${missing[*]:-} ]]; then
     exit 2
 fi
 
-echo "kiln: staging images, charts, snaps, driver packages and files in /var/lib/kiln/bundle"
+echo "kiln: staging images, charts, snaps, driver packages and files in $root/var/lib/kiln/bundle"
 for kind in images charts snaps nvidia files; do
-    run install -d -m 0755 "/var/lib/kiln/bundle/$kind"
+    run install -d -m 0755 "$root/var/lib/kiln/bundle/$kind"
     if [[ -d $here/$kind ]]; then
         for file in "$here/$kind"/*; do
             [[ -e $file ]] || continue
-            run install -m 0644 "$file" "/var/lib/kiln/bundle/$kind/"
+            run install -m 0644 "$file" "$root/var/lib/kiln/bundle/$kind/"
         done
     fi
 done
 
 echo "kiln: placing the configuration of $node"
 while IFS=' ' read -r mode path; do
-    target=/${path#root/}
+    target=$root/${path#root/}
     run install -D -m "$mode" "$here/nodes/$node/$path" "$target"
     for name in ${needs[$node]}; do
         if grep -qF "@@kiln-secret:$name@@" "$here/nodes/$node/$path"; then
@@ -111,6 +115,14 @@ while IFS=' ' read -r mode path; do
     done
 done < "$here/nodes/$node/FILES"
 
+if [[ $dry_run == true ]]; then
+    stages=$(sed -n 's/^stages=(\(.*\))$/\1/p' "$here/nodes/$node/root/usr/lib/kiln/firstboot")
+    echo "kiln: the first-boot program runs these stages, each once: ${stages:-none}"
+fi
+if [[ -n $root ]]; then
+    echo "kiln: installed into $root; the first-boot program runs at that system's first boot"
+    exit 0
+fi
 echo "kiln: running the first-boot program"
 run systemctl daemon-reload
 run systemctl enable kiln-firstboot.service
