@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 
 use crate::build::archive::{self, Compression, Member, Source};
-use crate::build::image_archive::write_image_archive;
+use crate::build::image_archive::{rfc3339, write_image_archive};
 use crate::lock::file::LockFile;
 use crate::profile::secrets::Secrets;
 use crate::profile::ValidCluster;
@@ -192,32 +192,6 @@ pub fn canonical(value: &Value) -> Value {
     }
 }
 
-fn rfc3339(epoch: u64) -> String {
-    let days = (epoch / 86_400) as i64;
-    let seconds = epoch % 86_400;
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted - era * 146_097;
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        seconds / 3600,
-        seconds % 3600 / 60,
-        seconds % 60
-    )
-}
-
 /// An SPDX 2.3 JSON SBOM of the bundle's artifacts.
 fn sbom(cluster: &str, lock: &LockFile, lock_sha: &str) -> Value {
     let mut packages = Vec::new();
@@ -371,47 +345,23 @@ pub fn build(
     fs_err::create_dir_all(&scratch)?;
     let result = (|| {
         for image in &lock.images {
-            let file_name = image_file_name(&image.name);
-            let path = scratch.join(&file_name);
-            let mut hashing = HashingWriter::new(fs_err::File::create(&path)?);
-            write_image_archive(store, image, &mut hashing, epoch)
-                .map_err(|error| BundleError::Image(error.to_string()))?;
-            let (sha256, size) = hashing.finish()?;
-            planned.push(Planned {
-                member: Member {
-                    path: format!("images/{file_name}"),
-                    mode: 0o644,
-                    expected: Some((sha256.clone(), size)),
-                    source: Source::File(path),
-                },
-                sha256,
-                size,
-                kind: "image",
-                pin: json!({ "image": image.name, "digest": image.digest }),
-            });
+            let pin = json!({ "image": image.name, "digest": image.digest });
+            planned.push(image_member(store, &scratch, image, epoch, "image", pin)?);
         }
         let requested = crate::lock::requested(cluster)
             .map_err(|findings| BundleError::Render(findings.to_string()))?;
         for derived in requested.derived.values() {
             let built = build_derived(cluster, lock, store, derived, epoch)?;
-            let file_name = image_file_name(&derived.name);
-            let path = scratch.join(&file_name);
-            let mut hashing = HashingWriter::new(fs_err::File::create(&path)?);
-            write_image_archive(store, &built, &mut hashing, epoch)
-                .map_err(|error| BundleError::Image(error.to_string()))?;
-            let (sha256, size) = hashing.finish()?;
-            planned.push(Planned {
-                member: Member {
-                    path: format!("images/{file_name}"),
-                    mode: 0o644,
-                    expected: Some((sha256.clone(), size)),
-                    source: Source::File(path),
-                },
-                sha256,
-                size,
-                kind: "derived-image",
-                pin: json!({ "derived": derived.name, "digest": built.digest, "from": derived.from }),
-            });
+            let pin =
+                json!({ "derived": derived.name, "digest": built.digest, "from": derived.from });
+            planned.push(image_member(
+                store,
+                &scratch,
+                &built,
+                epoch,
+                "derived-image",
+                pin,
+            )?);
         }
         for chart in &lock.charts {
             planned.push(blob_member(
@@ -600,6 +550,36 @@ pub fn build(
     result
 }
 
+/// An image as a bundle member: its OCI archive written to `scratch` (hashed while written)
+/// and streamed into the bundle from there.
+fn image_member(
+    store: &Store,
+    scratch: &Path,
+    image: &crate::lock::file::LockedImage,
+    epoch: u64,
+    kind: &'static str,
+    pin: Value,
+) -> Result<Planned, BundleError> {
+    let file_name = image_file_name(&image.name);
+    let path = scratch.join(&file_name);
+    let mut hashing = HashingWriter::new(fs_err::File::create(&path)?);
+    write_image_archive(store, image, &mut hashing, epoch)
+        .map_err(|error| BundleError::Image(error.to_string()))?;
+    let (sha256, size) = hashing.finish()?;
+    Ok(Planned {
+        member: Member {
+            path: format!("images/{file_name}"),
+            mode: 0o644,
+            expected: Some((sha256.clone(), size)),
+            source: Source::File(path),
+        },
+        sha256,
+        size,
+        kind,
+        pin,
+    })
+}
+
 /// Build a derived image from its pin: the base from the lock, a layer per .deb of the
 /// locked base OS, a layer with the profile's files.
 fn build_derived(
@@ -727,13 +707,6 @@ impl<W: Write> Write for HashingWriter<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_dates() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_746_870_737), "2025-05-10T09:52:17Z");
-        assert_eq!(rfc3339(951_825_600), "2000-02-29T12:00:00Z");
-    }
 
     #[test]
     fn image_names_become_file_names() {
