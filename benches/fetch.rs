@@ -5,6 +5,9 @@
 //! OCI layouts (incompressible layers) and pushed with skopeo. kiln fetches into an empty
 //! store each run; skopeo copies each image into an empty OCI layout each run.
 
+#[path = "../tests/common/http_server.rs"]
+#[allow(dead_code)]
+mod http_server;
 #[path = "../tests/common/registry.rs"]
 mod registry;
 
@@ -17,18 +20,6 @@ const IMAGES: usize = 4;
 const LAYERS_PER_IMAGE: usize = 2;
 const LAYER_SIZE: usize = 24 << 20;
 const RUNS: usize = 3;
-
-fn noise(length: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..length)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
 
 fn median(mut times: Vec<Duration>) -> Duration {
     times.sort();
@@ -51,7 +42,12 @@ fn main() {
     for image in 0..IMAGES {
         let mut layout = Layout::new();
         let layers: Vec<_> = (0..LAYERS_PER_IMAGE)
-            .map(|layer| layout.layer("data", &noise(LAYER_SIZE, (image * 10 + layer) as u64 + 1)))
+            .map(|layer| {
+                layout.layer(
+                    "data",
+                    &http_server::content(LAYER_SIZE, (image * 10 + layer) as u64 + 1),
+                )
+            })
             .collect();
         let built = layout.image("linux", "amd64", &layers.iter().collect::<Vec<_>>());
         layout.tag(&built.descriptor, "1");
