@@ -36,3 +36,19 @@ need_cargo() {
         exit 2
     fi
 }
+
+# What `kiln build disk` and the boot tests run: mmdebstrap, apt-ftparchive, e2fsprogs,
+# dosfstools, mtools, sgdisk, systemd's UEFI stub, OVMF and QEMU.
+image_tools() {
+    apt_install mmdebstrap apt-utils e2fsprogs dosfstools mtools gdisk systemd-boot-efi ovmf
+    if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-img >/dev/null 2>&1; then
+        # qemu-utils and qemu-system-x86 must come from the same release: a newer qemu-utils
+        # (from backports, say) makes apt refuse qemu-system-x86, so pin both to its version.
+        kiln_sudo apt-get update -qq
+        local version
+        version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ { print $2 }')
+        echo "kiln: installing qemu-system-x86 and qemu-utils $version" >&2
+        kiln_sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+            --allow-downgrades qemu-system-x86 "qemu-utils=$version" >/dev/null
+    fi
+}

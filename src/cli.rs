@@ -54,6 +54,9 @@ enum Command {
     /// Build outputs from the lock and the store (after lint finds no error).
     #[command(subcommand)]
     Build(BuildCommand),
+    /// Rebuild outputs without the step cache and compare byte for byte (exit 1 on a
+    /// difference, naming the first differing step, partition and file).
+    Check(CheckArgs),
     /// Pin every external input the profile needs in kiln.lock (needs the network).
     Lock(LockArgs),
     /// Download what kiln.lock names and the store lacks, verified (needs the network).
@@ -72,6 +75,40 @@ enum Command {
 enum BuildCommand {
     /// The offline bundle: one file with everything a node needs (out/<cluster>/bundle.tar).
     Bundle(BundleArgs),
+    /// Bootable GPT disk images of nodes (out/<cluster>/<node>.raw and .qcow2).
+    Disk(DiskArgs),
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Outputs to check: `disk` (every node's disk, the default) or `disk:NODE`.
+    #[arg(value_name = "OUTPUT")]
+    outputs: Vec<String>,
+    /// Keep the second build's steps even when they match.
+    #[arg(long)]
+    keep: bool,
+    /// Directory of the output links (for out/<cluster>/manifest.json).
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct DiskArgs {
+    /// Build this node's disk (repeatable).
+    #[arg(long, required_unless_present = "all")]
+    node: Vec<String>,
+    /// Build every node's disk.
+    #[arg(long, conflicts_with = "node")]
+    all: bool,
+    /// Directory for the output links.
+    #[arg(long, default_value = "out")]
+    out: PathBuf,
+    /// Print the step report (which steps were reused, which built) as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -235,6 +272,24 @@ impl Cli {
                     )?,
                     include_debs: args.include_debs,
                     out: args.out,
+                },
+            ),
+            Command::Build(BuildCommand::Disk(args)) => commands::build::disk(
+                &globals,
+                &commands::build::DiskSettings {
+                    nodes: args.node,
+                    all: args.all,
+                    out: args.out,
+                    json: args.json,
+                },
+            ),
+            Command::Check(args) => commands::check::run(
+                &globals,
+                &commands::check::CheckSettings {
+                    outputs: args.outputs,
+                    keep: args.keep,
+                    out: args.out,
+                    json: args.json,
                 },
             ),
             Command::Lint(args) => commands::lint::run(

@@ -97,6 +97,32 @@ fn a_broken_profile_template_names_itself() {
 }
 
 #[test]
+fn templates_cannot_read_the_environment() {
+    let kiln = demo_with_template(
+        "image/resolv.conf",
+        "nameserver {{ get_env(name=\"HOME\") }}\n",
+    )
+    .env("HOME", "/home/someone")
+    .args([
+        "--profile",
+        "profiles/demo",
+        "render",
+        "--all",
+        "--out",
+        "out",
+    ]);
+    let run = kiln.run();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("templates cannot read environment variables"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("/home/someone"), "{}", run.stderr);
+}
+
+#[test]
 fn eval_prints_every_node_and_json_parses() {
     let run = Kiln::new()
         .args([

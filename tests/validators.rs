@@ -341,6 +341,47 @@ fn user_data_passes_cloud_init_schema() {
     assert_no_problems("cloud-init user-data", &problems);
 }
 
+/// The image-only cloud-init settings (`/etc/cloud/cloud.cfg.d/90-kiln.cfg`): valid
+/// cloud-config, and only the keys kiln means to set there.
+#[test]
+fn image_cloud_cfg_passes_cloud_init_schema() {
+    let mut problems = Vec::new();
+    for rendered in rendered_profiles() {
+        let files =
+            rendered.matching(|path| path.ends_with("/image/etc/cloud/cloud.cfg.d/90-kiln.cfg"));
+        assert_eq!(files.len(), rendered.nodes().len(), "{}", rendered.profile);
+        for file in files {
+            let label = rendered.label(&file);
+            // `schema -c` wants the header user-data has; cloud.cfg.d files are read without.
+            let text = rendered.read(&file);
+            let with_header = rendered.path(&file).with_extension("cloud-config");
+            fs_err::write(&with_header, format!("#cloud-config\n{text}")).unwrap();
+            let output = run_tool(
+                Command::new("cloud-init")
+                    .args(["schema", "-c"])
+                    .arg(&with_header),
+                "cloud-init",
+            );
+            if !output.status.success() {
+                problems.push(format!(
+                    "{label}: cloud-init schema rejects it: {}",
+                    describe(&output)
+                ));
+            }
+            match yaml_mapping(&text) {
+                Ok(mapping) => {
+                    let keys: Vec<&str> = mapping.keys().filter_map(|key| key.as_str()).collect();
+                    if keys != ["datasource_list", "growpart", "resize_rootfs"] {
+                        problems.push(format!("{label}: unexpected keys {keys:?}"));
+                    }
+                }
+                Err(error) => problems.push(format!("{label}: {error}")),
+            }
+        }
+    }
+    assert_no_problems("image cloud.cfg", &problems);
+}
+
 /// The networkd `.network` file cloud-init generated for interface `name`.
 fn networkd_file_for(dir: &Path, name: &str) -> Option<String> {
     let network_dir = dir.join("etc/systemd/network");

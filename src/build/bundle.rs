@@ -123,6 +123,23 @@ fn bytes_member(
     }
 }
 
+/// The digest of a pinned blob that is in the store, or `Missing` naming `what`.
+pub(crate) fn stored_blob(
+    store: &Store,
+    digest_text: &str,
+    what: &str,
+) -> Result<Digest, BundleError> {
+    let missing = || BundleError::Missing {
+        what: what.to_string(),
+        digest: digest_text.to_string(),
+    };
+    let digest: Digest = digest_text.parse().map_err(|_| missing())?;
+    if !store.has_blob(&digest) {
+        return Err(missing());
+    }
+    Ok(digest)
+}
+
 fn blob_member(
     store: &Store,
     path: String,
@@ -131,16 +148,7 @@ fn blob_member(
     kind: &'static str,
     pin: Value,
 ) -> Result<Planned, BundleError> {
-    let digest: Digest = digest_text.parse().map_err(|_| BundleError::Missing {
-        what: path.clone(),
-        digest: digest_text.to_string(),
-    })?;
-    if !store.has_blob(&digest) {
-        return Err(BundleError::Missing {
-            what: path,
-            digest: digest_text.to_string(),
-        });
-    }
+    let digest = stored_blob(store, digest_text, &path)?;
     let sha256 = digest.hex().to_string();
     Ok(Planned {
         member: Member {
@@ -158,7 +166,7 @@ fn blob_member(
 
 /// A file name for an image reference: `quay.io/jupyterhub/k8s-hub:4.3.2` →
 /// `quay.io_jupyterhub_k8s-hub_4.3.2.tar`.
-fn image_file_name(reference: &str) -> String {
+pub(crate) fn image_file_name(reference: &str) -> String {
     let safe: String = reference
         .chars()
         .map(|c| {
@@ -582,7 +590,7 @@ fn image_member(
 
 /// Build a derived image from its pin: the base from the lock, a layer per .deb of the
 /// locked base OS, a layer with the profile's files.
-fn build_derived(
+pub(crate) fn build_derived(
     cluster: &ValidCluster,
     lock: &LockFile,
     store: &Store,

@@ -3,8 +3,12 @@
 
 use std::path::{Path, PathBuf};
 
+use serde_json::json;
+
 use crate::build::archive::Compression;
 use crate::build::bundle::{self, BundleOptions};
+use crate::build::disk::{build_nodes, DISK_QCOW2, DISK_RAW};
+use crate::build::step::{Action, Steps};
 use crate::commands::lint::findings;
 use crate::commands::store::{open_store, LOCK_TIMEOUT};
 use crate::commands::{CommandError, Globals};
@@ -13,7 +17,10 @@ use crate::lint::output;
 use crate::lock::file::{LockFile, LOCK_FILE};
 use crate::lock::{requested, require_locked};
 use crate::profile::load::cluster_path;
-use crate::render::render_template;
+use crate::profile::secrets::Secrets;
+use crate::profile::{ValidCluster, ValidNode};
+use crate::render::{render, render_template};
+use crate::store::{Store, StoreLock};
 
 /// `kiln build bundle` settings.
 #[derive(Debug)]
@@ -40,8 +47,34 @@ fn link(target: &Path, link: &Path) -> Result<(), CommandError> {
     Ok(())
 }
 
-/// Run `kiln build bundle`.
-pub fn bundle(globals: &Globals, settings: &BuildSettings) -> Result<(), CommandError> {
+/// What every build starts from: a profile with no error-level finding, its lock (which
+/// must name everything the profile asks for) and the store, locked for building.
+pub struct Prepared {
+    /// The profile.
+    pub cluster: ValidCluster,
+    /// kiln.lock.
+    pub lock: LockFile,
+    /// Its text.
+    pub lock_text: String,
+    /// The store.
+    pub store: Store,
+    /// The store's shared lock, held while building.
+    pub _store_lock: StoreLock,
+}
+
+/// Builds run with umask 022 whatever the caller's: tools create files with it (apt, for
+/// one, leaves a directory owned by root instead of `_apt` when `_apt` cannot reach it under
+/// umask 077), so it would otherwise reach the outputs.
+fn fixed_umask() {
+    // SAFETY: umask only sets the process's file mode creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o022);
+    }
+}
+
+/// Lint, read the lock, check it covers the profile, open and lock the store.
+pub fn prepare(globals: &Globals) -> Result<Prepared, CommandError> {
+    fixed_umask();
     // Lint before anything else: a profile with an error-level finding builds nothing.
     let (cluster, findings) = findings(globals)?;
     let errors = findings
@@ -66,9 +99,27 @@ pub fn bundle(globals: &Globals, settings: &BuildSettings) -> Result<(), Command
     // A build always follows the lock: a profile that asks for something else stops here.
     require_locked(&requested(&cluster)?, &lock, &lock_path)?;
     let store = open_store(globals)?;
-    let _store_lock = store
+    let store_lock = store
         .lock_shared(LOCK_TIMEOUT)
         .map_err(|error| CommandError::Internal(error.to_string()))?;
+    Ok(Prepared {
+        cluster,
+        lock,
+        lock_text,
+        store,
+        _store_lock: store_lock,
+    })
+}
+
+/// Run `kiln build bundle`.
+pub fn bundle(globals: &Globals, settings: &BuildSettings) -> Result<(), CommandError> {
+    let Prepared {
+        cluster,
+        lock,
+        lock_text,
+        store,
+        _store_lock,
+    } = prepare(globals)?;
     let install_script = |data: &serde_json::Value| {
         render_template(&cluster, "bundle/install.sh", data)
             .map_err(|findings| findings.to_string())
@@ -90,6 +141,20 @@ pub fn bundle(globals: &Globals, settings: &BuildSettings) -> Result<(), Command
         .join(&cluster.settings.cluster.name)
         .join(report.path.file_name().expect("bundle files have names"));
     link(&report.path, &out)?;
+    let file_name = report
+        .path
+        .file_name()
+        .expect("bundle files have names")
+        .to_string_lossy()
+        .into_owned();
+    record_output(
+        out.parent().expect("out/<cluster>/ holds the link"),
+        "bundle",
+        json!({
+            "step": { "name": "bundle", "key": report.key },
+            "files": { file_name: { "sha256": report.sha256, "size": report.size } },
+        }),
+    )?;
     if report.reused {
         eprintln!(
             "bundle: nothing changed, reusing step {} ({} members, sha256 {})",
@@ -107,5 +172,179 @@ pub fn bundle(globals: &Globals, settings: &BuildSettings) -> Result<(), Command
         );
     }
     eprintln!("{} -> {}", out.display(), report.path.display());
+    Ok(())
+}
+
+/// `kiln build disk` settings.
+#[derive(Debug)]
+pub struct DiskSettings {
+    /// Nodes to build.
+    pub nodes: Vec<String>,
+    /// Build every node.
+    pub all: bool,
+    /// Where `<cluster>/` output links go.
+    pub out: PathBuf,
+    /// Print the step report as JSON on stdout.
+    pub json: bool,
+}
+
+/// The nodes named, or all of them; an unknown name is a usage error.
+pub fn select_nodes<'a>(
+    cluster: &'a ValidCluster,
+    names: &[String],
+    all: bool,
+) -> Result<Vec<&'a ValidNode>, CommandError> {
+    let known: Vec<&str> = cluster
+        .nodes
+        .iter()
+        .map(|node| node.name.as_str())
+        .collect();
+    if all || names.is_empty() {
+        if !all {
+            return Err(CommandError::Usage(format!(
+                "name the nodes to build with --node NAME, or give --all (nodes: {})",
+                known.join(", ")
+            )));
+        }
+        return Ok(cluster.nodes.iter().collect());
+    }
+    names
+        .iter()
+        .map(|name| {
+            cluster.node(name).ok_or_else(|| {
+                CommandError::Usage(format!(
+                    "no node named `{name}`{}; nodes: {}",
+                    crate::diag::did_you_mean(name, known.iter().copied())
+                        .map(|hint| format!(" (did you mean `{hint}`?)"))
+                        .unwrap_or_default(),
+                    known.join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Run `kiln build disk`.
+pub fn disk(globals: &Globals, settings: &DiskSettings) -> Result<(), CommandError> {
+    let prepared = prepare(globals)?;
+    let cluster = &prepared.cluster;
+    let nodes = select_nodes(cluster, &settings.nodes, settings.all)?;
+    let secrets = Secrets::load(globals.secrets.as_deref(), std::env::vars())?;
+    let rendered = render(cluster, &secrets)?;
+    let steps = store_steps(&prepared.store);
+    eprintln!(
+        "disk: {} of cluster {}",
+        nodes
+            .iter()
+            .map(|node| node.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        cluster.settings.cluster.name
+    );
+    let disks = build_nodes(
+        &steps,
+        cluster,
+        &prepared.lock,
+        &prepared.store,
+        &rendered,
+        &nodes,
+    )
+    .map_err(|error| CommandError::Failed(error.to_string()))?;
+    let out_dir = settings.out.join(&cluster.settings.cluster.name);
+    let mut outputs = Vec::new();
+    for disk in &disks {
+        let mut files = serde_json::Map::new();
+        for (file, extension) in [(DISK_RAW, "raw"), (DISK_QCOW2, "qcow2")] {
+            let name = format!("{}.{extension}", disk.node);
+            link(&disk.disk.path(file), &out_dir.join(&name))?;
+            let output = &disk.disk.record.outputs[file];
+            files.insert(
+                name,
+                json!({ "sha256": output.sha256, "size": output.size }),
+            );
+        }
+        let entry = json!({
+            "step": { "name": format!("disk-{}", disk.node), "key": disk.disk.key },
+            "steps": disk.steps().iter().map(|step| json!({ "kind": step.record.kind, "key": step.key })).collect::<Vec<_>>(),
+            "tools": disk.steps().iter().fold(serde_json::Map::new(), |mut all, step| {
+                if let Some(tools) = step.record.inputs["inputs"]["tools"].as_object() {
+                    all.extend(tools.clone());
+                }
+                all
+            }),
+            "files": files,
+        });
+        record_output(&out_dir, &format!("disk:{}", disk.node), entry.clone())?;
+        outputs.push(json!({ "output": format!("disk:{}", disk.node), "entry": entry }));
+    }
+    let reports = steps.reports();
+    let built = reports
+        .iter()
+        .filter(|report| report.action == Action::Built)
+        .count();
+    if built == 0 {
+        eprintln!("disk: nothing changed: reused all {} steps", reports.len());
+    } else {
+        eprintln!(
+            "disk: built {built} of {} steps, reused {}",
+            reports.len(),
+            reports.len() - built
+        );
+    }
+    for disk in &disks {
+        for extension in ["raw", "qcow2"] {
+            eprintln!(
+                "{}",
+                out_dir.join(format!("{}.{extension}", disk.node)).display()
+            );
+        }
+    }
+    if settings.json {
+        let report = json!({ "steps": reports, "outputs": outputs });
+        crate::commands::print_out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&report).expect("JSON values serialize")
+        ))?;
+    }
+    Ok(())
+}
+
+/// Steps in the store's `steps/`, built in its `tmp/`, with scratch trees in `$TMPDIR` when
+/// it is set (else the store's `tmp/`).
+pub fn store_steps(store: &Store) -> Steps {
+    let tmp = store.root().join("tmp");
+    let work = std::env::var_os("TMPDIR")
+        .map(PathBuf::from)
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| tmp.clone());
+    Steps::new(store.root().join("steps"), tmp, work)
+}
+
+/// The file in `out/<cluster>/` that lists every output with its sha256 and step key.
+pub const OUT_MANIFEST: &str = "manifest.json";
+
+/// Add or replace one output's entry in `out/<cluster>/manifest.json`.
+pub fn record_output(
+    out_dir: &Path,
+    output: &str,
+    entry: serde_json::Value,
+) -> Result<(), CommandError> {
+    let path = out_dir.join(OUT_MANIFEST);
+    let mut manifest: serde_json::Value = fs_err::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_else(|| json!({ "version": 1, "outputs": {} }));
+    manifest["outputs"][output] = entry;
+    let manifest = crate::build::bundle::canonical(&manifest);
+    fs_err::create_dir_all(out_dir)?;
+    let partial = out_dir.join(format!(".{OUT_MANIFEST}.partial"));
+    fs_err::write(
+        &partial,
+        format!(
+            "{}\n",
+            serde_json::to_string_pretty(&manifest).expect("JSON values serialize")
+        ),
+    )?;
+    fs_err::rename(&partial, &path)?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod bundle;
+pub mod check;
 pub mod eval;
 pub mod fetch;
 pub mod lint;

@@ -39,6 +39,98 @@ pub struct ClusterSettings {
     /// Kubernetes objects kiln creates on the first control plane.
     #[serde(default)]
     pub kubernetes: KubernetesObjects,
+    /// The node disk images.
+    #[serde(default)]
+    pub image: ImageSettings,
+}
+
+/// `[image]`: how node disk images are sized.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSettings {
+    /// Free space in the root file system beyond its content (`"512MiB"`, `"2GiB"`, or
+    /// bytes). The root grows to fill the disk at the first boot anyway; this is what a
+    /// node has before that, and what a VM booted from the image has.
+    #[serde(default = "default_headroom")]
+    pub headroom: ByteSize,
+}
+
+impl Default for ImageSettings {
+    fn default() -> Self {
+        ImageSettings {
+            headroom: default_headroom(),
+        }
+    }
+}
+
+fn default_headroom() -> ByteSize {
+    ByteSize(512 << 20)
+}
+
+/// A size in bytes, written as a whole number of bytes or with a binary unit
+/// (`KiB`, `MiB`, `GiB`, `TiB`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl std::str::FromStr for ByteSize {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let text = text.trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (number, unit) = text.split_at(split);
+        let number: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}` is not a size: write a whole number with a unit such as `512MiB` or `2GiB`"))?;
+        let shift = match unit.trim() {
+            "" | "B" => 0,
+            "KiB" => 10,
+            "MiB" => 20,
+            "GiB" => 30,
+            "TiB" => 40,
+            other => {
+                return Err(format!(
+                    "unknown size unit `{other}`: use B, KiB, MiB, GiB or TiB (binary units)"
+                ))
+            }
+        };
+        number
+            .checked_mul(1u64 << shift)
+            .map(ByteSize)
+            .ok_or_else(|| format!("`{text}` is too large"))
+    }
+}
+
+impl Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_u64(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+            fn expecting(&self, formatter: &mut std::fmt::Formatter) -> std::fmt::Result {
+                formatter.write_str("a size such as \"512MiB\" or a number of bytes")
+            }
+            fn visit_i64<E: serde::de::Error>(self, value: i64) -> Result<ByteSize, E> {
+                u64::try_from(value)
+                    .map(ByteSize)
+                    .map_err(|_| E::custom("a size cannot be negative"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, value: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize(value))
+            }
+            fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<ByteSize, E> {
+                value.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 /// `[cluster]`.

@@ -212,6 +212,14 @@ impl Templates {
         }
         tera.register_filter("yaml", yaml_filter);
         tera.register_filter("sh", shell_filter);
+        // Tera lets templates read the environment; kiln's outputs must not depend on the
+        // machine or shell that builds them (nor leak what is in it).
+        tera.register_function("get_env", |_: &HashMap<String, tera::Value>| {
+            Err(tera::Error::msg(
+                "templates cannot read environment variables: the output would depend on the \
+                 machine that builds it; use a profile value, or a secret for secret values",
+            ))
+        });
         Ok(Templates { tera })
     }
 
@@ -372,6 +380,19 @@ fn render_node(
     tree.add(
         "cloud-init/network-config",
         templates.render("cloud-init/network-config", &base)?,
+        READ_ONLY,
+    );
+    // Files only kiln's disk images carry (install.sh leaves an existing machine's alone):
+    // cloud-init looks for its NoCloud seed and nothing else, so it never probes a cloud's
+    // metadata address; and the resolver the profile names.
+    tree.add(
+        "image/etc/cloud/cloud.cfg.d/90-kiln.cfg",
+        templates.render("image/cloud.cfg", &base)?,
+        READ_ONLY,
+    );
+    tree.add(
+        "image/etc/resolv.conf",
+        templates.render("image/resolv.conf", &base)?,
         READ_ONLY,
     );
     tree.add(

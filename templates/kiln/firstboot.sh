@@ -291,6 +291,7 @@ run_stage() {
 }
 
 stages=({% for stage in stages %}{{ stage | sh }}{% if not loop.last %} {% endif %}{% endfor %})
+say "first boot of node $node: stages ${stages[*]}"
 for stage in "${stages[@]}"; do
     if ! run_stage "$stage"; then
         say "first boot stopped at stage $stage; it is retried at the next boot (kiln-status shows the stages)"

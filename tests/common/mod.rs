@@ -5,6 +5,7 @@
 
 pub mod containerd;
 pub mod http_server;
+pub mod qemu;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,150 @@
+//! Boot a disk image in QEMU (TCG, OVMF, serial console to a file) over a copy-on-write
+//! overlay, isolated from every network: the one NIC, when asked for, is QEMU user
+//! networking with `restrict=on`, so no guest packet leaves this machine. Success is judged
+//! by markers on the serial console, never by QEMU's exit code.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// OVMF's code and a template of its variables (package ovmf).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// A running VM; killed when dropped.
+pub struct Vm {
+    child: Child,
+    /// The serial console log.
+    pub serial: PathBuf,
+    /// The overlay the VM writes to.
+    pub overlay: PathBuf,
+}
+
+/// Boot `disk` (qcow2) in `dir`, with a restricted NIC with `mac` when given; the overlay is
+/// `grow` bytes larger than the image.
+pub fn boot(disk: &Path, dir: &Path, mac: Option<&str>, grow: u64) -> Vm {
+    fs_err::create_dir_all(dir).unwrap();
+    let overlay = dir.join("overlay.qcow2");
+    let size = image_size(disk) + grow;
+    let status = Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(disk)
+        .arg(&overlay)
+        .arg(size.to_string())
+        .status()
+        .unwrap();
+    assert!(status.success(), "qemu-img create failed");
+    let vars = dir.join("OVMF_VARS.fd");
+    fs_err::copy(OVMF_VARS, &vars).unwrap();
+    let serial = dir.join("serial.log");
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args([
+            "-machine", "q35", "-accel", "tcg", "-m", "2048", "-smp", "2",
+        ])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .arg("-drive")
+        .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()));
+    match mac {
+        Some(mac) => {
+            command
+                .args(["-netdev", "user,id=n0,restrict=on"])
+                .arg("-device")
+                .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"));
+        }
+        None => {
+            command.args(["-nic", "none"]);
+        }
+    }
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 runs (package qemu-system-x86)");
+    Vm {
+        child,
+        serial,
+        overlay,
+    }
+}
+
+fn image_size(disk: &Path) -> u64 {
+    let output = Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(disk)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    info["virtual-size"].as_u64().unwrap()
+}
+
+impl Vm {
+    /// The serial console so far, without terminal escapes.
+    pub fn console(&self) -> String {
+        let bytes = fs_err::read(&self.serial).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
+        let mut clean = String::with_capacity(text.len());
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                // CSI: ESC [ ... final byte in @..~
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for next in chars.by_ref() {
+                        if ('@'..='~').contains(&next) {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            }
+            if c != '\r' {
+                clean.push(c);
+            }
+        }
+        clean
+    }
+
+    /// Wait until a console line contains `marker`; the line, or the console's last lines
+    /// on a timeout or when QEMU exits.
+    pub fn wait_for(&mut self, marker: &str, timeout: Duration) -> Result<String, String> {
+        let started = Instant::now();
+        loop {
+            let console = self.console();
+            if let Some(line) = console.lines().find(|line| line.contains(marker)) {
+                return Ok(line.to_string());
+            }
+            let exited = self.child.try_wait().ok().flatten().is_some();
+            if exited || started.elapsed() > timeout {
+                let tail: Vec<&str> = console.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(format!(
+                    "no `{marker}` on the console after {:?}{}; last lines:\n{}",
+                    started.elapsed(),
+                    if exited { " (QEMU exited)" } else { "" },
+                    tail.join("\n")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Stop the VM.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,392 @@
+//! The demo's node disk, built for real: mmdebstrap from the locked .debs (offline), the
+//! node layer, a GPT disk with an ESP holding a unified kernel image and an ext4 root.
+//!
+//! - two builds in different environments (TZ, umask, build directory, a working directory
+//!   on tmpfs) are byte-identical: the first is `kiln build disk`, the second the cache-less
+//!   rebuild `kiln check` makes, and `kiln check` compares them;
+//! - the result passes `sgdisk -v`, `e2fsck -fn`, `fsck.vfat -n` and `qemu-img check`;
+//! - a build with nothing changed does nothing; a changed setting rebuilds the node layer
+//!   and the disk but reuses the root file system (from kiln's JSON step report);
+//! - the disk boots in QEMU (TCG, OVMF) to the first-boot program's marker and grows its
+//!   root to fill a larger disk;
+//! - a template that writes the time makes `kiln check` fail, naming the step and file.
+//!
+//! Needs root, the Debian archive (to fill the store by the lock) and the image tools
+//! (scripts/test installs them). Slow: several minutes on CI, most of it mmdebstrap and TCG.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// The lab every test here shares: the demo profile and a store filled by its lock, in
+/// `target/tmp/disk-lab` (GBs: the root file system, disks, a second build for `check`), so
+/// each run removes the previous run's instead of leaving one behind per run.
+struct Lab {
+    root: PathBuf,
+}
+
+impl Lab {
+    fn path(&self, relative: &str) -> PathBuf {
+        self.root.join(relative)
+    }
+
+    /// Run kiln in the lab root; (code, stdout, stderr).
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        kiln(self, &self.root, &[], args)
+    }
+}
+
+/// A copy of the demo profile (with the shared roles and sets) under `dir`.
+fn copy_demo(dir: &Path) -> PathBuf {
+    for sub in ["demo", "roles"] {
+        common::copy_dir(
+            &common::repo().join("profiles").join(sub),
+            &dir.join("profiles").join(sub),
+        );
+    }
+    common::copy_dir(&common::repo().join("images"), &dir.join("images"));
+    dir.join("profiles/demo")
+}
+
+fn lab() -> &'static Lab {
+    static LAB: OnceLock<Lab> = OnceLock::new();
+    LAB.get_or_init(|| {
+        for (program, package) in [
+            ("mmdebstrap", "mmdebstrap"),
+            ("mke2fs", "e2fsprogs"),
+            ("mkfs.vfat", "dosfstools"),
+            ("mcopy", "mtools"),
+            ("sgdisk", "gdisk"),
+            ("qemu-img", "qemu-utils"),
+            ("qemu-system-x86_64", "qemu-system-x86"),
+            ("apt-ftparchive", "apt-utils"),
+        ] {
+            common::registry::require(program, package);
+        }
+        let root = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("disk-lab");
+        if root.exists() {
+            let status = Command::new("rm").arg("-rf").arg(&root).status().unwrap();
+            assert!(status.success(), "could not remove {}", root.display());
+        }
+        fs_err::create_dir_all(&root).unwrap();
+        let lab = Lab { root };
+        copy_demo(&lab.root);
+        let fetch = lab.run(&["--locked", "fetch"]);
+        if fetch.0 != 0 {
+            // The archive moved on since the lock was written (no snapshot archive here):
+            // lock afresh, as scripts/demo does, and fetch that.
+            eprintln!(
+                "fetch by the committed lock failed, locking afresh:\n{}",
+                fetch.2
+            );
+            let lock = lab.run(&["lock"]);
+            assert_eq!(lock.0, 0, "{}", lock.2);
+            let fetch = lab.run(&["fetch"]);
+            assert_eq!(fetch.0, 0, "{}", fetch.2);
+        }
+        lab
+    })
+}
+
+/// Run kiln in the lab with extra environment; returns (code, stdout, stderr).
+fn kiln(lab: &Lab, cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command
+        .args(args)
+        .current_dir(cwd)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HOME", lab.path(""))
+        .env("KILN_STORE", lab.path("store"))
+        .env("KILN_PROFILE", lab.path("profiles/demo"));
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().expect("kiln runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Run a shell command line (for umask); panics with its output on failure.
+fn shell(line: &str) -> String {
+    let output = Command::new("sh").arg("-c").arg(line).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "`{line}` failed:\n{text}");
+    text
+}
+
+fn actions(report: &serde_json::Value) -> Vec<(String, String)> {
+    report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| {
+            (
+                step["kind"].as_str().unwrap().to_string(),
+                step["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The first build: umask 077, TZ Asia/Tokyo, scratch trees on tmpfs; cached by key, so the
+/// tests that need it share it.
+fn first_build() -> &'static (PathBuf, serde_json::Value) {
+    static BUILD: OnceLock<(PathBuf, serde_json::Value)> = OnceLock::new();
+    BUILD.get_or_init(|| {
+        let lab = lab();
+        let tmpfs = PathBuf::from("/dev/shm").join(format!("kiln-test-{}", std::process::id()));
+        fs_err::create_dir_all(&tmpfs).unwrap();
+        let cwd = lab.path("first");
+        fs_err::create_dir_all(&cwd).unwrap();
+        let line = format!(
+            "umask 077 && cd {} && TZ=Asia/Tokyo TMPDIR={} {} --store {} -p {} build disk --node demo-server --out {} --json",
+            cwd.display(),
+            tmpfs.display(),
+            env!("CARGO_BIN_EXE_kiln"),
+            lab.path("store").display(),
+            lab.path("profiles/demo").display(),
+            lab.path("out").display(),
+        );
+        let output = Command::new("sh").arg("-c").arg(&line).output().unwrap();
+        let _ = fs_err::remove_dir_all(&tmpfs);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let raw = lab.path("out/demo/demo-server.raw");
+        assert!(raw.exists(), "{stderr}");
+        (raw, report)
+    })
+}
+
+#[test]
+fn two_builds_in_different_environments_are_byte_identical_and_kiln_check_says_so() {
+    let lab = lab();
+    let (raw, report) = first_build();
+    let first_sha = report["outputs"][0]["entry"]["files"]["demo-server.raw"]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The second build: umask 022, another time zone, another directory, scratch trees in
+    // the store (on disk), and no step cache.
+    let cwd = lab.path("second");
+    fs_err::create_dir_all(&cwd).unwrap();
+    let line = format!(
+        "umask 022 && cd {} && TZ=America/Lima {} --store {} -p {} check disk:demo-server --out {} --json",
+        cwd.display(),
+        env!("CARGO_BIN_EXE_kiln"),
+        lab.path("store").display(),
+        lab.path("profiles/demo").display(),
+        lab.path("out").display(),
+    );
+    let output = Command::new("sh").arg("-c").arg(&line).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "kiln check failed:\n{stderr}");
+    let result: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(result["outputs"][0]["reproducible"], true, "{stderr}");
+    assert_eq!(result["outputs"][0]["sha256"], first_sha.as_str());
+    assert!(
+        stderr.contains("rootfs") && stderr.contains("build"),
+        "the check rebuilt the root file system: {stderr}"
+    );
+    assert!(raw.exists());
+}
+
+#[test]
+fn the_disk_passes_the_file_system_checkers() {
+    let lab = lab();
+    let (raw, _) = first_build();
+    let raw = raw.display().to_string();
+    let verify = shell(&format!("sgdisk -v {raw}"));
+    assert!(verify.contains("No problems found"), "{verify}");
+    let table = shell(&format!("sgdisk -p {raw}"));
+    assert!(table.contains("EF00") && table.contains("8304"), "{table}");
+    let start = |number: u32| -> u64 {
+        let info = shell(&format!("sgdisk -i {number} {raw}"));
+        info.lines()
+            .find(|line| line.starts_with("First sector:"))
+            .and_then(|line| line.split_whitespace().nth(2))
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    shell(&format!("e2fsck -fn '{raw}?offset={}'", start(2) * 512));
+    let esp = lab.path("esp.img");
+    let end: u64 = shell(&format!("sgdisk -i 1 {raw}"))
+        .lines()
+        .find(|line| line.starts_with("Last sector:"))
+        .and_then(|line| line.split_whitespace().nth(2))
+        .unwrap()
+        .parse()
+        .unwrap();
+    shell(&format!(
+        "dd if={raw} of={} bs=512 skip={} count={} status=none",
+        esp.display(),
+        start(1),
+        end - start(1) + 1
+    ));
+    shell(&format!("fsck.vfat -n {}", esp.display()));
+    let listing = shell(&format!(
+        "MTOOLS_SKIP_CHECK=1 mdir -i {} ::/EFI/BOOT",
+        esp.display()
+    ));
+    assert!(listing.contains("BOOTX64"), "{listing}");
+    let qcow2 = lab.path("out/demo/demo-server.qcow2");
+    shell(&format!("qemu-img check {}", qcow2.display()));
+    // The qcow2 holds the same disk as the raw image.
+    shell(&format!(
+        "qemu-img compare -f raw -F qcow2 {raw} {}",
+        qcow2.display()
+    ));
+}
+
+#[test]
+fn nothing_changed_does_nothing_and_a_changed_setting_reuses_the_root_file_system() {
+    let lab = lab();
+    let _ = first_build();
+    let cwd = lab.path("");
+    let (code, stdout, stderr) = kiln(
+        lab,
+        &cwd,
+        &[],
+        &["build", "disk", "--node", "demo-server", "--json"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("nothing changed"), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        actions(&report)
+            .iter()
+            .all(|(_, action)| action == "reused"),
+        "{report}"
+    );
+
+    // One value that only a node's configuration uses: the DNS search list, in a copy of
+    // the profile (the demo has no Helm release; a Helm value reaches the node layer the
+    // same way, through the rendered files).
+    let profile = copy_demo(&lab.path("changed"));
+    let cluster = profile.join("cluster.toml");
+    let text = fs_err::read_to_string(&cluster).unwrap();
+    let changed = text.replace(
+        "search = [\"demo.kiln.test\"]",
+        "search = [\"demo.kiln.test\", \"lab.kiln.test\"]",
+    );
+    assert_ne!(text, changed);
+    fs_err::write(&cluster, changed).unwrap();
+    let profile_arg = profile.display().to_string();
+    let (code, stdout, stderr) = kiln(
+        lab,
+        &cwd,
+        &[],
+        &[
+            "-p",
+            &profile_arg,
+            "build",
+            "disk",
+            "--node",
+            "demo-server",
+            "--out",
+            "out-changed",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        actions(&report),
+        vec![
+            ("rootfs".to_string(), "reused".to_string()),
+            ("node".to_string(), "built".to_string()),
+            ("disk".to_string(), "built".to_string()),
+        ],
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_disk_boots_to_the_first_boot_program_and_grows_its_root() {
+    let lab = lab();
+    let _ = first_build();
+    let qcow2 = lab.path("out/demo/demo-server.qcow2");
+    let dir = lab.path("vm");
+    // One restricted NIC with the node's MAC (its network config matches on it), and a disk
+    // 1 GiB larger than the image.
+    let mut vm = common::qemu::boot(&qcow2, &dir, Some("52:54:00:6b:00:01"), 1 << 30);
+    let line = vm
+        .wait_for(
+            "kiln: first boot of node demo-server",
+            Duration::from_secs(420),
+        )
+        .unwrap_or_else(|tail| panic!("{tail}"));
+    assert!(line.contains("stages network"), "{line}");
+    let console = vm.console();
+    assert!(console.contains("Linux version"), "kernel banner missing");
+    vm.kill();
+    // cloud-init's growpart grew the root partition to the end of the larger disk.
+    let raw = dir.join("grown.raw");
+    shell(&format!(
+        "qemu-img convert -f qcow2 -O raw {} {}",
+        vm.overlay.display(),
+        raw.display()
+    ));
+    let table = shell(&format!("sgdisk -p {}", raw.display()));
+    let last: u64 = table
+        .lines()
+        .find(|line| line.trim_start().starts_with("2 "))
+        .and_then(|line| line.split_whitespace().nth(2))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let sectors = fs_err::metadata(&raw).unwrap().len() / 512;
+    assert!(
+        last + 2048 >= sectors - 34,
+        "root partition ends at sector {last} of {sectors}:\n{table}"
+    );
+}
+
+#[test]
+fn kiln_check_names_the_file_a_template_made_non_deterministic() {
+    let lab = lab();
+    let _ = first_build();
+    let profile = copy_demo(&lab.path("planted"));
+    // A profile template that writes a timestamp: its text is the machine's uptime (kiln's
+    // templates cannot call `now()` or read the environment, so the time comes in as the
+    // template's own text), so every build renders another /etc/resolv.conf.
+    let template = profile.join("templates/image/resolv.conf");
+    fs_err::create_dir_all(template.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink("/proc/uptime", &template).unwrap();
+    let profile_arg = profile.display().to_string();
+    let cwd = lab.path("");
+    let (code, stdout, stderr) = kiln(
+        lab,
+        &cwd,
+        &[],
+        &[
+            "-p",
+            &profile_arg,
+            "check",
+            "disk:demo-server",
+            "--out",
+            "out-planted",
+            "--json",
+        ],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    let result: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|error| panic!("{error}:\n{stderr}"));
+    let difference = &result["outputs"][0]["difference"];
+    assert_eq!(difference["step"], "node-demo-server", "{stderr}");
+    let detail = difference["detail"].as_str().unwrap();
+    assert!(detail.contains("etc/resolv.conf"), "{detail}");
+    assert!(stderr.contains("etc/resolv.conf"), "{stderr}");
+}
