@@ -57,6 +57,9 @@ enum Command {
     /// Rebuild outputs without the step cache and compare byte for byte (exit 1 on a
     /// difference, naming the first differing step, partition and file).
     Check(CheckArgs),
+    /// Boot node disk images in QEMU (no network beyond the VMs) and check the first-boot
+    /// program's stages (exit 1 on a failed or missing stage).
+    Verify(VerifyArgs),
     /// Pin every external input the profile needs in kiln.lock (needs the network).
     Lock(LockArgs),
     /// Download what kiln.lock names and the store lacks, verified (needs the network).
@@ -77,6 +80,31 @@ enum BuildCommand {
     Bundle(BundleArgs),
     /// Bootable GPT disk images of nodes (out/<cluster>/<node>.raw and .qcow2).
     Disk(DiskArgs),
+}
+
+#[derive(Debug, Args)]
+struct VerifyArgs {
+    /// Boot this node (repeatable; default: every node).
+    #[arg(long)]
+    node: Vec<String>,
+    /// Boot this image (raw or qcow2) instead of building the node's disk; needs one --node.
+    #[arg(long, value_name = "PATH")]
+    image: Option<PathBuf>,
+    /// Seconds each VM may take to reach its verdict.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Boot the nodes together on a private network between the VMs (NFS, joins).
+    #[arg(long)]
+    cluster: bool,
+    /// CPU acceleration: `auto` uses KVM only when a probe boot shows it works.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "kvm", "tcg"])]
+    accel: String,
+    /// Keep the VMs' overlays and serial logs even when every node is ready.
+    #[arg(long)]
+    keep: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +308,22 @@ impl Cli {
                     nodes: args.node,
                     all: args.all,
                     out: args.out,
+                    json: args.json,
+                },
+            ),
+            Command::Verify(args) => commands::verify::run(
+                &globals,
+                &commands::verify::VerifySettings {
+                    nodes: args.node,
+                    image: args.image,
+                    timeout: std::time::Duration::from_secs(args.timeout),
+                    cluster: args.cluster,
+                    accel: match args.accel.as_str() {
+                        "kvm" => crate::verify::Accel::Kvm,
+                        "tcg" => crate::verify::Accel::Tcg,
+                        _ => crate::verify::Accel::Auto,
+                    },
+                    keep: args.keep,
                     json: args.json,
                 },
             ),

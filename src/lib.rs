@@ -20,3 +20,4 @@ pub mod profile;
 pub mod render;
 pub mod report;
 pub mod store;
+pub mod verify;

@@ -390,3 +390,60 @@ fn kiln_check_names_the_file_a_template_made_non_deterministic() {
     assert!(detail.contains("etc/resolv.conf"), "{detail}");
     assert!(stderr.contains("etc/resolv.conf"), "{stderr}");
 }
+
+/// `kiln verify` of one node: (code, parsed JSON, stderr).
+fn verify_node(node: &str) -> (i32, serde_json::Value, String) {
+    let lab = lab();
+    let _ = first_build();
+    let (code, stdout, stderr) = lab.run(&["verify", "--node", node, "--timeout", "600", "--json"]);
+    let result = serde_json::from_str(&stdout)
+        .unwrap_or_else(|error| panic!("{error}: stdout {stdout:?}\n{stderr}"));
+    (code, result, stderr)
+}
+
+#[test]
+fn kiln_verify_brings_the_demo_server_up_with_every_stage_ok() {
+    let (code, result, stderr) = verify_node("demo-server");
+    let node = &result["nodes"][0];
+    assert_eq!(code, 0, "{stderr}\n{node:#}");
+    assert_eq!(node["outcome"]["kind"], "ready", "{node:#}");
+    let stages: Vec<(&str, &str)> = node["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|stage| {
+            (
+                stage["name"].as_str().unwrap(),
+                stage["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stages,
+        vec![
+            ("network", "ok"),
+            ("nfs-server", "ok"),
+            ("containerd", "ok"),
+            ("images", "ok"),
+        ],
+        "{node:#}"
+    );
+}
+
+#[test]
+fn kiln_verify_fails_when_a_dns_server_does_not_answer() {
+    // Booted alone, demo-client's DNS server (demo-server, 192.168.50.10) is not there.
+    let (code, result, stderr) = verify_node("demo-client");
+    let node = &result["nodes"][0];
+    assert_eq!(code, 1, "{stderr}\n{node:#}");
+    assert_eq!(node["outcome"]["kind"], "failed", "{node:#}");
+    assert_eq!(node["outcome"]["stage"], "network", "{node:#}");
+    assert!(
+        node["outcome"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("DNS server 192.168.50.10 does not answer"),
+        "{node:#}"
+    );
+    assert!(stderr.contains("not ready: demo-client"), "{stderr}");
+}

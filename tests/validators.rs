@@ -371,7 +371,7 @@ fn image_cloud_cfg_passes_cloud_init_schema() {
             match yaml_mapping(&text) {
                 Ok(mapping) => {
                     let keys: Vec<&str> = mapping.keys().filter_map(|key| key.as_str()).collect();
-                    if keys != ["datasource_list", "growpart", "resize_rootfs"] {
+                    if keys != ["datasource_list", "locale", "growpart", "resize_rootfs"] {
                         problems.push(format!("{label}: unexpected keys {keys:?}"));
                     }
                 }
@@ -380,6 +380,40 @@ fn image_cloud_cfg_passes_cloud_init_schema() {
         }
     }
     assert_no_problems("image cloud.cfg", &problems);
+}
+
+/// The DNS server's dnsmasq configuration passes `dnsmasq --test`, and names every node.
+#[test]
+fn dnsmasq_configuration_passes_dnsmasq_test() {
+    let mut problems = Vec::new();
+    let mut seen = 0;
+    for rendered in rendered_profiles() {
+        for file in rendered.matching(|path| path.ends_with("/root/etc/dnsmasq.d/kiln.conf")) {
+            seen += 1;
+            let label = rendered.label(&file);
+            let output = run_tool(
+                Command::new("dnsmasq")
+                    .arg("--test")
+                    .arg("-C")
+                    .arg(rendered.path(&file)),
+                "dnsmasq-base",
+            );
+            if !output.status.success() {
+                problems.push(format!(
+                    "{label}: dnsmasq rejects it: {}",
+                    describe(&output)
+                ));
+            }
+            let text = rendered.read(&file);
+            for node in rendered.nodes() {
+                if !text.contains(&format!(",{node},")) {
+                    problems.push(format!("{label}: no host-record for node {node}"));
+                }
+            }
+        }
+    }
+    assert!(seen > 0, "no profile has a DNS server node");
+    assert_no_problems("dnsmasq configuration", &problems);
 }
 
 /// The networkd `.network` file cloud-init generated for interface `name`.

@@ -15,6 +15,8 @@
 //!   `sources.list` would name the repository used: the hook writes fixed files;
 //! - openssh-server's postinst makes host keys, random bytes that would also be shared by
 //!   every node: the hook deletes them; `ssh-keygen -A` makes a node's own at its boot;
+//! - a minimal Debian root has neither ifupdown nor netplan, so the hook enables
+//!   systemd-networkd, for which cloud-init then writes the node's network;
 //! - the Python byte code postinst scripts compile differs between runs (found by
 //!   `kiln check`): the hook deletes every `__pycache__`.
 
@@ -55,6 +57,11 @@ if [ -e "$root/lib/systemd/system/ssh.service" ]; then
     chmod 0644 "$root/etc/systemd/system/ssh.service.d/kiln-host-keys.conf"
 fi
 : >"$root/etc/machine-id"
+# cloud-init writes the node's network for systemd-networkd when the root has neither
+# ifupdown nor netplan (Debian's minimal roots): networkd must then run at boot.
+if [ -e "$root/lib/systemd/system/systemd-networkd.service" ] && [ ! -e "$root/usr/sbin/netplan" ] && [ ! -e "$root/sbin/ifup" ]; then
+    chroot "$root" systemctl enable systemd-networkd.service systemd-networkd-wait-online.service
+fi
 rm -f "$root/var/lib/dbus/machine-id" "$root/var/lib/systemd/random-seed"
 rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*_*
 # Python byte code compiled by the packages' postinst scripts is not reproducible (marshal's

@@ -9,6 +9,7 @@ pub mod lint;
 pub mod lock;
 pub mod render;
 pub mod store;
+pub mod verify;
 
 pub use eval::print_out;
 

@@ -444,6 +444,10 @@ pub struct NodeSettings {
     /// Serves the cluster's NFS export.
     #[serde(default)]
     pub nfs_server: bool,
+    /// Answers DNS for the cluster's domain with dnsmasq: every node's name and address,
+    /// and nothing else when the cluster is air-gapped (no upstream server).
+    #[serde(default)]
+    pub dns_server: bool,
     /// Mounts the cluster's NFS export (checked at first boot).
     #[serde(default)]
     pub nfs_client: bool,

@@ -272,6 +272,21 @@ pub fn node_context(
 
     let mut context = tera::Context::new();
     context.insert("cluster", &settings.cluster);
+    // Every node's names and address, for the cluster's DNS server.
+    context.insert(
+        "hosts",
+        &cluster
+            .nodes
+            .iter()
+            .map(|other| {
+                json!({
+                    "hostname": other.hostname(),
+                    "fqdn": format!("{}.{}", other.hostname(), settings.cluster.domain),
+                    "ip": other.settings.ip,
+                })
+            })
+            .collect::<Vec<_>>(),
+    );
     context.insert("admin", &settings.admin);
     context.insert(
         "network",
@@ -303,6 +318,7 @@ pub fn node_context(
             "first_control_plane": is_first_control_plane,
             "gpu": node.settings.gpu,
             "nfs_server": node.settings.nfs_server,
+            "dns_server": node.settings.dns_server,
             "nfs_client": node.settings.nfs_client,
             "containerd": node.settings.containerd,
             "packages": node.settings.packages,

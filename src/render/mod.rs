@@ -437,6 +437,13 @@ fn render_node(
             READ_ONLY,
         );
     }
+    if node.settings.dns_server {
+        tree.add(
+            "root/etc/dnsmasq.d/kiln.conf",
+            templates.render("dnsmasq/kiln.conf", &base)?,
+            READ_ONLY,
+        );
+    }
     if node.settings.nfs_server {
         tree.add(
             "root/etc/exports",
