@@ -1,9 +1,10 @@
 //! The demo's node disk, built for real: mmdebstrap from the locked .debs (offline), the
 //! node layer, a GPT disk with an ESP holding a unified kernel image and an ext4 root.
 //!
-//! - two builds in different environments (TZ, umask, build directory, a working directory
-//!   on tmpfs) are byte-identical: the first is `kiln build disk`, the second the cache-less
-//!   rebuild `kiln check` makes, and `kiln check` compares them;
+//! - two builds in different environments (TZ, umask, store and profile paths, a store only
+//!   root may enter, a working directory on tmpfs) are byte-identical: the first is `kiln
+//!   build disk`, the second `kiln check` in another store, which also compares its own
+//!   cached and cache-less builds;
 //! - the result passes `sgdisk -v`, `e2fsck -fn`, `fsck.vfat -n` and `qemu-img check`;
 //! - a build with nothing changed does nothing; a changed setting rebuilds the node layer
 //!   and the disk but reuses the root file system (from kiln's JSON step report);
@@ -177,16 +178,26 @@ fn two_builds_in_different_environments_are_byte_identical_and_kiln_check_says_s
         .as_str()
         .unwrap()
         .to_string();
-    // The second build: umask 022, another time zone, another directory, scratch trees in
-    // the store (on disk), and no step cache.
+    // The second build: umask 022, another time zone, another working directory, another
+    // copy of the profile, scratch trees in the store (on disk), no step cache, and a store
+    // inside a directory only root may enter (as ~/.cache is under /root), where apt's
+    // _apt user cannot follow.
+    let private = lab.path("private");
+    fs_err::create_dir_all(private.join("store/blobs")).unwrap();
+    shell(&format!(
+        "chmod 700 {dir} && cp -al {blobs}/sha256 {dir}/store/blobs/",
+        dir = private.display(),
+        blobs = lab.path("store/blobs").display()
+    ));
+    let profile = copy_demo(&private);
     let cwd = lab.path("second");
     fs_err::create_dir_all(&cwd).unwrap();
     let line = format!(
         "umask 022 && cd {} && TZ=America/Lima {} --store {} -p {} check disk:demo-server --out {} --json",
         cwd.display(),
         env!("CARGO_BIN_EXE_kiln"),
-        lab.path("store").display(),
-        lab.path("profiles/demo").display(),
+        private.join("store").display(),
+        profile.display(),
         lab.path("out").display(),
     );
     let output = Command::new("sh").arg("-c").arg(&line).output().unwrap();

@@ -15,6 +15,8 @@
 //!   `sources.list` would name the repository used: the hook writes fixed files;
 //! - openssh-server's postinst makes host keys, random bytes that would also be shared by
 //!   every node: the hook deletes them; `ssh-keygen -A` makes a node's own at its boot;
+//! - apt's `partial/` directories belong to `_apt` or to root depending on whether `_apt`
+//!   can reach the build directory (found by `just bench image`): the hook sets `_apt`;
 //! - a minimal Debian root has neither ifupdown nor netplan, so the hook enables
 //!   systemd-networkd, for which cloud-init then writes the node's network;
 //! - the Python byte code postinst scripts compile differs between runs (found by
@@ -64,6 +66,13 @@ if [ -e "$root/lib/systemd/system/systemd-networkd.service" ] && [ ! -e "$root/u
 fi
 rm -f "$root/var/lib/dbus/machine-id" "$root/var/lib/systemd/random-seed"
 rm -rf "$root/var/cache/apt/archives"/*.deb "$root/var/lib/apt/lists"/*_*
+# apt leaves its partial/ directories owned by _apt only when _apt could reach the build
+# directory (a store under /root cannot be): give them apt's own owner whatever the path.
+for dir in "$root/var/cache/apt/archives/partial" "$root/var/lib/apt/lists/partial"; do
+    if [ -d "$dir" ] && chroot "$root" getent passwd _apt >/dev/null; then
+        chroot "$root" chown _apt:root "${dir#"$root"}"
+    fi
+done
 # Python byte code compiled by the packages' postinst scripts is not reproducible (marshal's
 # output depends on object reference counts in the compiling process): drop it; Python
 # compiles what it imports on the node.
