@@ -458,3 +458,39 @@ fn kiln_verify_fails_when_a_dns_server_does_not_answer() {
     );
     assert!(stderr.contains("not ready: demo-client"), "{stderr}");
 }
+
+#[test]
+fn kiln_verify_cluster_boots_both_nodes_on_a_private_network_and_the_client_mounts_the_export() {
+    let lab = lab();
+    let _ = first_build();
+    let (code, stdout, stderr) = lab.run(&["verify", "--cluster", "--timeout", "900", "--json"]);
+    let result: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|error| panic!("{error}: stdout {stdout:?}\n{stderr}"));
+    assert_eq!(code, 0, "{stderr}\n{result:#}");
+    let client = result["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|node| node["name"] == "demo-client")
+        .unwrap();
+    assert_eq!(client["outcome"]["kind"], "ready", "{client:#}");
+    let stages: Vec<(&str, &str)> = client["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|stage| {
+            (
+                stage["name"].as_str().unwrap(),
+                stage["state"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    // Its DNS server is the other VM, and the export is the other VM's.
+    assert_eq!(
+        stages,
+        vec![("network", "ok"), ("nfs-client", "ok")],
+        "{client:#}"
+    );
+    let mount = client["stages"][1]["reason"].as_str().unwrap();
+    assert!(mount.contains("192.168.50.10:/srv/nfs/shared"), "{mount}");
+}
