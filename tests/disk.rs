@@ -399,6 +399,7 @@ fn kiln_check_names_the_file_a_template_made_non_deterministic() {
     assert_eq!(difference["step"], "node-demo-server", "{stderr}");
     let detail = difference["detail"].as_str().unwrap();
     assert!(detail.contains("etc/resolv.conf"), "{detail}");
+    assert_eq!(difference["partition"], "partition 2 (root)", "{stderr}");
     assert!(stderr.contains("etc/resolv.conf"), "{stderr}");
 }
 
@@ -493,4 +494,30 @@ fn kiln_verify_cluster_boots_both_nodes_on_a_private_network_and_the_client_moun
     );
     let mount = client["stages"][1]["reason"].as_str().unwrap();
     assert!(mount.contains("192.168.50.10:/srv/nfs/shared"), "{mount}");
+}
+
+#[test]
+fn build_disk_all_builds_every_node_and_links_both_formats() {
+    let lab = lab();
+    let _ = first_build();
+    let (code, stdout, stderr) = lab.run(&["build", "disk", "--all", "--json"]);
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let outputs: Vec<&str> = report["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|output| output["output"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outputs,
+        vec!["disk:demo-server", "disk:demo-client"],
+        "{stderr}"
+    );
+    for node in ["demo-server", "demo-client"] {
+        for extension in ["raw", "qcow2"] {
+            let link = lab.path(&format!("out/demo/{node}.{extension}"));
+            assert!(link.exists(), "{} missing:\n{stderr}", link.display());
+        }
+    }
 }
