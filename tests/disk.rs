@@ -413,13 +413,9 @@ fn verify_node(node: &str) -> (i32, serde_json::Value, String) {
     (code, result, stderr)
 }
 
-#[test]
-fn kiln_verify_brings_the_demo_server_up_with_every_stage_ok() {
-    let (code, result, stderr) = verify_node("demo-server");
-    let node = &result["nodes"][0];
-    assert_eq!(code, 0, "{stderr}\n{node:#}");
-    assert_eq!(node["outcome"]["kind"], "ready", "{node:#}");
-    let stages: Vec<(&str, &str)> = node["stages"]
+/// (name, state) of each stage in one node of `kiln verify --json`.
+fn stage_states(node: &serde_json::Value) -> Vec<(&str, &str)> {
+    node["stages"]
         .as_array()
         .unwrap()
         .iter()
@@ -429,7 +425,16 @@ fn kiln_verify_brings_the_demo_server_up_with_every_stage_ok() {
                 stage["state"].as_str().unwrap(),
             )
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn kiln_verify_brings_the_demo_server_up_with_every_stage_ok() {
+    let (code, result, stderr) = verify_node("demo-server");
+    let node = &result["nodes"][0];
+    assert_eq!(code, 0, "{stderr}\n{node:#}");
+    assert_eq!(node["outcome"]["kind"], "ready", "{node:#}");
+    let stages = stage_states(node);
     assert_eq!(
         stages,
         vec![
@@ -475,17 +480,7 @@ fn kiln_verify_cluster_boots_both_nodes_on_a_private_network_and_the_client_moun
         .find(|node| node["name"] == "demo-client")
         .unwrap();
     assert_eq!(client["outcome"]["kind"], "ready", "{client:#}");
-    let stages: Vec<(&str, &str)> = client["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|stage| {
-            (
-                stage["name"].as_str().unwrap(),
-                stage["state"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let stages = stage_states(client);
     // Its DNS server is the other VM, and the export is the other VM's.
     assert_eq!(
         stages,

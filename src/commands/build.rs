@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::build::archive::Compression;
 use crate::build::bundle::{self, BundleOptions};
-use crate::build::disk::{build_nodes, DISK_QCOW2, DISK_RAW};
+use crate::build::disk::{build_nodes, NodeDisk, DISK_QCOW2, DISK_RAW};
 use crate::build::step::{Action, Steps};
 use crate::commands::lint::findings;
 use crate::commands::store::{open_store, LOCK_TIMEOUT};
@@ -229,8 +229,6 @@ pub fn disk(globals: &Globals, settings: &DiskSettings) -> Result<(), CommandErr
     let prepared = prepare(globals)?;
     let cluster = &prepared.cluster;
     let nodes = select_nodes(cluster, &settings.nodes, settings.all)?;
-    let secrets = Secrets::load(globals.secrets.as_deref(), std::env::vars())?;
-    let rendered = render(cluster, &secrets)?;
     let steps = store_steps(&prepared.store);
     eprintln!(
         "disk: {} of cluster {}",
@@ -241,15 +239,7 @@ pub fn disk(globals: &Globals, settings: &DiskSettings) -> Result<(), CommandErr
             .join(", "),
         cluster.settings.cluster.name
     );
-    let disks = build_nodes(
-        &steps,
-        cluster,
-        &prepared.lock,
-        &prepared.store,
-        &rendered,
-        &nodes,
-    )
-    .map_err(|error| CommandError::Failed(error.to_string()))?;
+    let disks = build_disks(globals, &prepared, &nodes, &steps)?;
     let out_dir = settings.out.join(&cluster.settings.cluster.name);
     let mut outputs = Vec::new();
     for disk in &disks {
@@ -309,15 +299,43 @@ pub fn disk(globals: &Globals, settings: &DiskSettings) -> Result<(), CommandErr
     Ok(())
 }
 
-/// Steps in the store's `steps/`, built in its `tmp/`, with scratch trees in `$TMPDIR` when
-/// it is set (else the store's `tmp/`).
+/// Steps in the store's `steps/`, built in its `tmp/`, with scratch trees in
+/// [`work_root`].
 pub fn store_steps(store: &Store) -> Steps {
-    let tmp = store.root().join("tmp");
-    let work = std::env::var_os("TMPDIR")
+    Steps::new(
+        store.root().join("steps"),
+        store.root().join("tmp"),
+        work_root(store),
+    )
+}
+
+/// Where steps put their scratch trees: `$TMPDIR` when it is set, else the store's `tmp/`.
+pub fn work_root(store: &Store) -> PathBuf {
+    std::env::var_os("TMPDIR")
         .map(PathBuf::from)
         .filter(|dir| dir.is_dir())
-        .unwrap_or_else(|| tmp.clone());
-    Steps::new(store.root().join("steps"), tmp, work)
+        .unwrap_or_else(|| store.root().join("tmp"))
+}
+
+/// Render the profile (with the secrets given) and build, or reuse, the disks of `nodes`
+/// with `steps`. Rendering is part of the build: each call renders afresh.
+pub fn build_disks(
+    globals: &Globals,
+    prepared: &Prepared,
+    nodes: &[&ValidNode],
+    steps: &Steps,
+) -> Result<Vec<NodeDisk>, CommandError> {
+    let secrets = Secrets::load(globals.secrets.as_deref(), std::env::vars())?;
+    let rendered = render(&prepared.cluster, &secrets)?;
+    build_nodes(
+        steps,
+        &prepared.cluster,
+        &prepared.lock,
+        &prepared.store,
+        &rendered,
+        nodes,
+    )
+    .map_err(|error| CommandError::Failed(error.to_string()))
 }
 
 /// The file in `out/<cluster>/` that lists every output with its sha256 and step key.

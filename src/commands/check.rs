@@ -5,12 +5,11 @@ use std::path::PathBuf;
 use serde_json::json;
 
 use crate::build::check::{compare, differing_partition, Difference};
-use crate::build::disk::build_nodes;
 use crate::build::step::{remove_tree, Steps};
-use crate::commands::build::{prepare, select_nodes, store_steps, OUT_MANIFEST};
+use crate::commands::build::{
+    build_disks, prepare, select_nodes, store_steps, work_root, OUT_MANIFEST,
+};
 use crate::commands::{CommandError, Globals};
-use crate::profile::secrets::Secrets;
-use crate::render::render;
 
 /// `kiln check` settings.
 #[derive(Debug)]
@@ -48,22 +47,10 @@ pub fn run(globals: &Globals, settings: &CheckSettings) -> Result<(), CommandErr
         }
     }
     let nodes = select_nodes(cluster, &names, all)?;
-    let secrets = Secrets::load(globals.secrets.as_deref(), std::env::vars())?;
-    // Rendering is part of the build: each build renders afresh.
-    let rendered = render(cluster, &secrets)?;
     let failed = |error: crate::build::BuildError| CommandError::Failed(error.to_string());
 
     eprintln!("check: the build, from the step cache where it can");
-    let cached = store_steps(&prepared.store);
-    let first = build_nodes(
-        &cached,
-        cluster,
-        &prepared.lock,
-        &prepared.store,
-        &rendered,
-        &nodes,
-    )
-    .map_err(failed)?;
+    let first = build_disks(globals, &prepared, &nodes, &store_steps(&prepared.store))?;
 
     let scratch = prepared
         .store
@@ -74,30 +61,17 @@ pub fn run(globals: &Globals, settings: &CheckSettings) -> Result<(), CommandErr
         "check: building again without the step cache, into {}",
         scratch.display()
     );
-    let work_root = std::env::var_os("TMPDIR")
-        .map(PathBuf::from)
-        .filter(|dir| dir.is_dir())
-        .unwrap_or_else(|| prepared.store.root().join("tmp"));
     let fresh = Steps::new(
         scratch.join("steps"),
         prepared.store.root().join("tmp"),
-        work_root,
+        work_root(&prepared.store),
     )
     .without_cache();
-    let rendered_again = render(cluster, &secrets)?;
-    let second = build_nodes(
-        &fresh,
-        cluster,
-        &prepared.lock,
-        &prepared.store,
-        &rendered_again,
-        &nodes,
-    );
-    let second = match second {
+    let second = match build_disks(globals, &prepared, &nodes, &fresh) {
         Ok(second) => second,
         Err(error) => {
             let _ = remove_tree(&scratch);
-            return Err(failed(error));
+            return Err(error);
         }
     };
 

@@ -4,11 +4,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::build::disk::{build_nodes, DISK_QCOW2};
-use crate::commands::build::{prepare, select_nodes, store_steps};
+use crate::build::disk::DISK_QCOW2;
+use crate::commands::build::{build_disks, prepare, select_nodes, store_steps};
 use crate::commands::{CommandError, Globals};
-use crate::profile::secrets::Secrets;
-use crate::render::render;
 use crate::verify::{render_table, verify, Accel, Network, VerifyOptions, VmSpec};
 
 /// `kiln verify` settings.
@@ -53,18 +51,7 @@ pub fn run(globals: &Globals, settings: &VerifySettings) -> Result<(), CommandEr
         vm.mac = Some(node.settings.mac.to_string());
         vms.push(vm);
     } else {
-        let secrets = Secrets::load(globals.secrets.as_deref(), std::env::vars())?;
-        let rendered = render(cluster, &secrets)?;
-        let steps = store_steps(&prepared.store);
-        let disks = build_nodes(
-            &steps,
-            cluster,
-            &prepared.lock,
-            &prepared.store,
-            &rendered,
-            &nodes,
-        )
-        .map_err(|error| CommandError::Failed(error.to_string()))?;
+        let disks = build_disks(globals, &prepared, &nodes, &store_steps(&prepared.store))?;
         for (disk, node) in disks.iter().zip(nodes.iter()) {
             let mut vm = VmSpec::new(disk.node.clone(), disk.disk.path(DISK_QCOW2));
             vm.mac = Some(node.settings.mac.to_string());
