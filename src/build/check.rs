@@ -26,8 +26,6 @@ pub struct Difference {
     pub output: String,
     /// Where inside it, and how.
     pub detail: String,
-    /// The partition of the node's disk where the two disks first differ, when they do.
-    pub partition: Option<String>,
 }
 
 /// Compare two builds of the same step; `None` when every output file is identical.
@@ -61,7 +59,6 @@ pub fn compare(
             key: first.key.clone(),
             output: file.clone(),
             detail,
-            partition: None,
         }));
     }
     Ok(None)
@@ -252,20 +249,6 @@ pub fn partitions(disk: &Path) -> Result<Vec<Partition>, BuildError> {
         });
     }
     Ok(parts)
-}
-
-/// The GPT partition where two disks first differ (`partition 2 (root)`), if they do.
-pub fn differing_partition(a: &Path, b: &Path) -> Result<Option<String>, BuildError> {
-    let Some(offset) = first_byte_difference(a, b)? else {
-        return Ok(None);
-    };
-    Ok(Some(
-        partitions(a)?
-            .iter()
-            .find(|part| offset >= part.start && offset < part.end)
-            .map(|part| format!("partition {} ({})", part.number, part.name))
-            .unwrap_or_else(|| "the partition table".to_string()),
-    ))
 }
 
 /// Where two disks first differ: the partition, and inside it the file.

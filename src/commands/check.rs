@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use serde_json::json;
 
-use crate::build::check::{compare, differing_partition, Difference};
+use crate::build::check::{compare, Difference};
 use crate::build::step::{remove_tree, Steps};
 use crate::commands::build::{
     build_disks, prepare, select_nodes, store_steps, work_root, OUT_MANIFEST,
@@ -99,12 +99,7 @@ pub fn run(globals: &Globals, settings: &CheckSettings) -> Result<(), CommandErr
                 .and_then(|name| name.get(65..))
                 .unwrap_or("step")
                 .to_string();
-            if let Some(mut found) = compare(&name, step_a, step_b).map_err(failed)? {
-                found.partition = differing_partition(
-                    &a.disk.path(crate::build::disk::DISK_RAW),
-                    &b.disk.path(crate::build::disk::DISK_RAW),
-                )
-                .map_err(failed)?;
+            if let Some(found) = compare(&name, step_a, step_b).map_err(failed)? {
                 difference = Some(found);
                 break;
             }
@@ -123,9 +118,6 @@ pub fn run(globals: &Globals, settings: &CheckSettings) -> Result<(), CommandErr
                     &found.key[..16]
                 );
                 eprintln!("  output: {}", found.output);
-                if let Some(partition) = &found.partition {
-                    eprintln!("  on the disk: {partition}");
-                }
                 eprintln!("  {}", found.detail);
                 let recorded = &out_manifest["outputs"][&output]["tools"];
                 let now = a
