@@ -80,6 +80,9 @@ enum BuildCommand {
     Bundle(BundleArgs),
     /// Bootable GPT disk images of nodes (out/<cluster>/<node>.raw and .qcow2).
     Disk(DiskArgs),
+    /// Each node's layer alone: what its disk adds to the base OS, as a tar
+    /// (out/<cluster>/<node>.layer.tar). Needs no base-OS packages.
+    Layer(DiskArgs),
 }
 
 #[derive(Debug, Args)]
@@ -125,10 +128,10 @@ struct CheckArgs {
 
 #[derive(Debug, Args)]
 struct DiskArgs {
-    /// Build this node's disk (repeatable).
+    /// Build this node's output (repeatable).
     #[arg(long, required_unless_present = "all")]
     node: Vec<String>,
-    /// Build every node's disk.
+    /// Build every node's output.
     #[arg(long, conflicts_with = "node")]
     all: bool,
     /// Directory for the output links.
@@ -137,6 +140,17 @@ struct DiskArgs {
     /// Print the step report (which steps were reused, which built) as JSON.
     #[arg(long)]
     json: bool,
+}
+
+impl From<DiskArgs> for commands::build::DiskSettings {
+    fn from(args: DiskArgs) -> Self {
+        commands::build::DiskSettings {
+            nodes: args.node,
+            all: args.all,
+            out: args.out,
+            json: args.json,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -214,6 +228,19 @@ enum StoreCommand {
     Verify(JsonArgs),
     /// Fill the store from a bundle (verified first), so a site can build with no network.
     Import(FileArgs),
+    /// Add files to the store and print their digests, to pin what kiln cannot download
+    /// (snaps from `snap download`).
+    Add(AddArgs),
+}
+
+#[derive(Debug, Args)]
+struct AddArgs {
+    /// The files.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -302,15 +329,12 @@ impl Cli {
                     out: args.out,
                 },
             ),
-            Command::Build(BuildCommand::Disk(args)) => commands::build::disk(
-                &globals,
-                &commands::build::DiskSettings {
-                    nodes: args.node,
-                    all: args.all,
-                    out: args.out,
-                    json: args.json,
-                },
-            ),
+            Command::Build(BuildCommand::Disk(args)) => {
+                commands::build::disk(&globals, &args.into())
+            }
+            Command::Build(BuildCommand::Layer(args)) => {
+                commands::build::layer(&globals, &args.into())
+            }
             Command::Verify(args) => commands::verify::run(
                 &globals,
                 &commands::verify::VerifySettings {
@@ -369,6 +393,9 @@ impl Cli {
             }
             Command::Bundle(BundleCommand::Verify(args)) => {
                 commands::bundle::verify(&args.file, args.json)
+            }
+            Command::Store(StoreCommand::Add(args)) => {
+                commands::store::add(&globals, &args.files, args.json)
             }
             Command::Store(StoreCommand::Verify(args)) => {
                 commands::store::verify(&globals, args.json)

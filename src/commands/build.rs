@@ -267,29 +267,45 @@ pub fn disk(globals: &Globals, settings: &DiskSettings) -> Result<(), CommandErr
         record_output(&out_dir, &format!("disk:{}", disk.node), entry.clone())?;
         outputs.push(json!({ "output": format!("disk:{}", disk.node), "entry": entry }));
     }
+    let links: Vec<PathBuf> = disks
+        .iter()
+        .flat_map(|disk| {
+            ["raw", "qcow2"].map(|extension| out_dir.join(format!("{}.{extension}", disk.node)))
+        })
+        .collect();
+    finish("disk", &steps, &links, outputs, settings.json)
+}
+
+/// Say how many of the steps were built and how many reused, list the output links, and
+/// with `json` print the step report and the outputs on stdout.
+fn finish(
+    what: &str,
+    steps: &Steps,
+    links: &[PathBuf],
+    outputs: Vec<serde_json::Value>,
+    json: bool,
+) -> Result<(), CommandError> {
     let reports = steps.reports();
     let built = reports
         .iter()
         .filter(|report| report.action == Action::Built)
         .count();
     if built == 0 {
-        eprintln!("disk: nothing changed: reused all {} steps", reports.len());
+        eprintln!(
+            "{what}: nothing changed: reused all {} steps",
+            reports.len()
+        );
     } else {
         eprintln!(
-            "disk: built {built} of {} steps, reused {}",
+            "{what}: built {built} of {} steps, reused {}",
             reports.len(),
             reports.len() - built
         );
     }
-    for disk in &disks {
-        for extension in ["raw", "qcow2"] {
-            eprintln!(
-                "{}",
-                out_dir.join(format!("{}.{extension}", disk.node)).display()
-            );
-        }
+    for path in links {
+        eprintln!("{}", path.display());
     }
-    if settings.json {
+    if json {
         let report = json!({ "steps": reports, "outputs": outputs });
         crate::commands::print_out(&format!(
             "{}\n",
@@ -297,6 +313,42 @@ pub fn disk(globals: &Globals, settings: &DiskSettings) -> Result<(), CommandErr
         ))?;
     }
     Ok(())
+}
+
+/// Run `kiln build layer`: each node's layer step alone (its configuration, NoCloud seed
+/// and share of the bundle, as a tar), without the base OS.
+pub fn layer(globals: &Globals, settings: &DiskSettings) -> Result<(), CommandError> {
+    let prepared = prepare(globals)?;
+    let cluster = &prepared.cluster;
+    let nodes = select_nodes(cluster, &settings.nodes, settings.all)?;
+    let steps = store_steps(&prepared.store);
+    let secrets = Secrets::load(globals.secrets.as_deref(), std::env::vars())?;
+    let rendered = render(cluster, &secrets)?;
+    let out_dir = settings.out.join(&cluster.settings.cluster.name);
+    let mut outputs = Vec::new();
+    let mut links = Vec::new();
+    for node in &nodes {
+        let tree = rendered.nodes.get(&node.name).ok_or_else(|| {
+            CommandError::Internal(format!("node {} was not rendered", node.name))
+        })?;
+        let layer =
+            crate::build::node::build(&steps, cluster, &prepared.lock, &prepared.store, node, tree)
+                .map_err(|error| CommandError::Failed(error.to_string()))?;
+        let name = format!("{}.layer.tar", node.name);
+        link(
+            &layer.path(crate::build::node::NODE_TAR),
+            &out_dir.join(&name),
+        )?;
+        let output = &layer.record.outputs[crate::build::node::NODE_TAR];
+        let entry = json!({
+            "step": { "name": format!("node-{}", node.name), "key": layer.key },
+            "files": { name.clone(): { "sha256": output.sha256, "size": output.size } },
+        });
+        record_output(&out_dir, &format!("layer:{}", node.name), entry.clone())?;
+        outputs.push(json!({ "output": format!("layer:{}", node.name), "entry": entry }));
+        links.push(out_dir.join(name));
+    }
+    finish("layer", &steps, &links, outputs, settings.json)
 }
 
 /// Steps in the store's `steps/`, built in its `tmp/`, with scratch trees in

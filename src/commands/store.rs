@@ -89,3 +89,46 @@ pub fn gc(globals: &Globals, json: bool) -> Result<(), CommandError> {
     }
     Ok(())
 }
+
+/// `kiln store add FILE...`: store each file under its sha256 and print the digest and size
+/// to pin it with (a snap's `digest` and `assert_digest`, for one).
+pub fn add(
+    globals: &Globals,
+    files: &[std::path::PathBuf],
+    json: bool,
+) -> Result<(), CommandError> {
+    let store = open_store(globals)?;
+    let _lock = store
+        .lock_shared(LOCK_TIMEOUT)
+        .map_err(|error| CommandError::Internal(error.to_string()))?;
+    let mut added = Vec::new();
+    for path in files {
+        let file = fs_err::File::open(path)?;
+        let size = file.metadata()?.len();
+        let digest = store
+            .add_blob(std::io::BufReader::new(file))
+            .map_err(|error| CommandError::Failed(format!("{}: {error}", path.display())))?;
+        added.push(serde_json::json!({
+            "path": path,
+            "digest": digest.to_string(),
+            "size": size,
+        }));
+    }
+    if json {
+        let text = serde_json::to_string_pretty(&serde_json::json!({ "added": added }))
+            .expect("JSON serializes");
+        print_out(&format!("{text}\n"))?;
+    } else {
+        let mut text = String::new();
+        for entry in &added {
+            text.push_str(&format!(
+                "{}  {:>12}  {}\n",
+                entry["digest"].as_str().unwrap_or_default(),
+                entry["size"],
+                entry["path"].as_str().unwrap_or_default()
+            ));
+        }
+        print_out(&text)?;
+    }
+    Ok(())
+}

@@ -319,13 +319,15 @@ fn render_node(
         context.insert("registry", &context::registry_context(registry, mirror));
         let text = templates.render("containerd/hosts.toml", &context)?;
         registries.push(serde_json::json!({ "name": registry, "hosts_toml": text }));
-        let path = if node.settings.containerd {
-            format!("root/etc/containerd/certs.d/{registry}/hosts.toml")
-        } else {
-            format!("root/etc/kiln/certs.d/{registry}/hosts.toml")
-        };
-        if node.settings.containerd || node.settings.kubernetes.is_some() {
-            tree.add(path, text, READ_ONLY);
+        // MicroK8s nodes get theirs from the launch configuration's
+        // `containerdRegistryConfigs`, which the snap's install hook writes to
+        // args/certs.d/ before containerd first starts.
+        if node.settings.containerd {
+            tree.add(
+                format!("root/etc/containerd/certs.d/{registry}/hosts.toml"),
+                text.clone(),
+                READ_ONLY,
+            );
         }
     }
     base.insert("registries", &registries);

@@ -185,9 +185,6 @@ stage_microk8s() {
         echo "no microk8s snap in $bundle/snaps"
         return 1
     fi
-    if [[ -d /etc/kiln/certs.d ]]; then
-        cp -r /etc/kiln/certs.d/. /var/snap/microk8s/current/args/certs.d/
-    fi
     microk8s status --wait-ready --timeout 600 >/dev/null
     echo "microk8s $(snap list microk8s | awk 'NR == 2 { print $2 }') ready ({{ microk8s.channel }})"
 }
