@@ -83,6 +83,9 @@ enum BuildCommand {
     /// Each node's layer alone: what its disk adds to the base OS, as a tar
     /// (out/<cluster>/<node>.layer.tar). Needs no base-OS packages.
     Layer(DiskArgs),
+    /// A USB installer: a hybrid ISO that boots UEFI and writes a node's disk image to its
+    /// install disk (out/<cluster>/usb-<node>.iso, or usb.iso for several nodes).
+    Usb(DiskArgs),
 }
 
 #[derive(Debug, Args)]
@@ -332,6 +335,7 @@ impl Cli {
             Command::Build(BuildCommand::Disk(args)) => {
                 commands::build::disk(&globals, &args.into())
             }
+            Command::Build(BuildCommand::Usb(args)) => commands::build::usb(&globals, &args.into()),
             Command::Build(BuildCommand::Layer(args)) => {
                 commands::build::layer(&globals, &args.into())
             }

@@ -8,8 +8,10 @@
 //! - the result passes `sgdisk -v`, `e2fsck -fn`, `fsck.vfat -n` and `qemu-img check`;
 //! - a build with nothing changed does nothing; a changed setting rebuilds the node layer
 //!   and the disk but reuses the root file system (from kiln's JSON step report);
-//! - the disk boots in QEMU (TCG, OVMF) to the first-boot program's marker and grows its
-//!   root to fill a larger disk;
+//! - the USB installer ISO, attached as a USB stick beside blank disks, writes the node to
+//!   the disk its rule picks, which then passes `kiln verify` (every stage ok) and grows its
+//!   root to fill the larger disk; with two disks the rule cannot tell apart it refuses and
+//!   lists them;
 //! - a template that writes the time makes `kiln check` fail, naming the step and file.
 //!
 //! Needs root, the Debian archive (to fill the store by the lock) and the image tools
@@ -324,30 +326,12 @@ fn nothing_changed_does_nothing_and_a_changed_setting_reuses_the_root_file_syste
     );
 }
 
-#[test]
-fn the_disk_boots_to_the_first_boot_program_and_grows_its_root() {
-    let lab = lab();
-    let _ = first_build();
-    let qcow2 = lab.path("out/demo/demo-server.qcow2");
-    let dir = lab.path("vm");
-    // One restricted NIC with the node's MAC (its network config matches on it), and a disk
-    // 1 GiB larger than the image.
-    let mut vm = common::qemu::boot(&qcow2, &dir, Some("52:54:00:6b:00:01"), 1 << 30);
-    let line = vm
-        .wait_for(
-            "kiln: first boot of node demo-server",
-            Duration::from_secs(420),
-        )
-        .unwrap_or_else(|tail| panic!("{tail}"));
-    assert!(line.contains("stages network"), "{line}");
-    let console = vm.console();
-    assert!(console.contains("Linux version"), "kernel banner missing");
-    vm.kill();
-    // cloud-init's growpart grew the root partition to the end of the larger disk.
-    let raw = dir.join("grown.raw");
+/// The last sector of partition 2 of the qcow2 `overlay`, and the disk's sectors.
+fn root_partition_end(overlay: &Path, scratch: &Path) -> (u64, u64, String) {
+    let raw = scratch.join("grown.raw");
     shell(&format!(
         "qemu-img convert -f qcow2 -O raw {} {}",
-        vm.overlay.display(),
+        overlay.display(),
         raw.display()
     ));
     let table = shell(&format!("sgdisk -p {}", raw.display()));
@@ -359,10 +343,8 @@ fn the_disk_boots_to_the_first_boot_program_and_grows_its_root() {
         .parse()
         .unwrap();
     let sectors = fs_err::metadata(&raw).unwrap().len() / 512;
-    assert!(
-        last + 2048 >= sectors - 34,
-        "root partition ends at sector {last} of {sectors}:\n{table}"
-    );
+    let _ = fs_err::remove_file(&raw);
+    (last, sectors, table)
 }
 
 #[test]
@@ -513,5 +495,145 @@ fn build_disk_all_builds_every_node_and_links_both_formats() {
             let link = lab.path(&format!("out/demo/{node}.{extension}"));
             assert!(link.exists(), "{} missing:\n{stderr}", link.display());
         }
+    }
+}
+
+/// demo-server's MAC address (profiles/demo/cluster.toml): the installer picks the node by it.
+const DEMO_SERVER_MAC: &str = "52:54:00:6b:00:01";
+
+/// `kiln build usb --node demo-server`: the ISO's path and the node image's.
+fn usb_build() -> &'static (PathBuf, PathBuf) {
+    static BUILD: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILD.get_or_init(|| {
+        let lab = lab();
+        let _ = first_build();
+        let (code, _, stderr) = lab.run(&["build", "usb", "--node", "demo-server"]);
+        assert_eq!(code, 0, "{stderr}");
+        (
+            lab.path("out/demo/usb-demo-server.iso"),
+            lab.path("out/demo/demo-server.raw"),
+        )
+    })
+}
+
+fn blank(path: &Path, size: u64) -> PathBuf {
+    fs_err::create_dir_all(path.parent().unwrap()).unwrap();
+    fs_err::File::create(path).unwrap().set_len(size).unwrap();
+    path.to_path_buf()
+}
+
+fn sha256_of_prefix(path: &Path, length: u64) -> String {
+    use sha2::{Digest as _, Sha256};
+    use std::io::Read as _;
+    let mut hasher = Sha256::new();
+    let mut reader = fs_err::File::open(path).unwrap().take(length);
+    std::io::copy(&mut reader, &mut hasher).unwrap();
+    format!("{:x}", hasher.finalize())
+}
+
+#[test]
+fn the_usb_installer_writes_the_node_to_the_largest_disk_which_then_passes_kiln_verify() {
+    let lab = lab();
+    let (iso, image) = usb_build();
+    let size = fs_err::metadata(image).unwrap().len();
+    let dir = lab.path("usb-install");
+    let _ = fs_err::remove_dir_all(&dir);
+    // The rule is `largest`: the target is 1 GiB larger than the image, beside a small disk.
+    let target = blank(&dir.join("target.raw"), size + (1 << 30));
+    let small = blank(&dir.join("small.raw"), 256 << 20);
+    let mut vm = common::qemu::boot_installer(
+        iso,
+        &[(small.clone(), "KILNSMALL"), (target.clone(), "KILNTARGET")],
+        &dir.join("vm"),
+        DEMO_SERVER_MAC,
+    );
+    let line = vm
+        .wait_for(
+            "kiln: installed node demo-server on /dev/",
+            Duration::from_secs(1200),
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+    assert!(line.contains("sha256 verified"), "{line}");
+    assert!(
+        vm.wait_exit(Duration::from_secs(120)),
+        "the installer reboots (QEMU runs with -no-reboot)"
+    );
+    assert_eq!(
+        sha256_of_prefix(&target, size),
+        sha256_of_prefix(image, size),
+        "the target disk holds the image"
+    );
+    assert_eq!(
+        sha256_of_prefix(&small, 256 << 20),
+        sha256_of_prefix(Path::new("/dev/zero"), 256 << 20),
+        "the small disk is untouched"
+    );
+    let (code, stdout, stderr) = lab.run(&[
+        "verify",
+        "--node",
+        "demo-server",
+        "--image",
+        target.to_str().unwrap(),
+        "--timeout",
+        "600",
+        "--keep",
+        "--json",
+    ]);
+    let result: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|error| panic!("{error}: stdout {stdout:?}\n{stderr}"));
+    assert_eq!(code, 0, "{stderr}\n{result:#}");
+    assert_eq!(result["nodes"][0]["outcome"]["kind"], "ready", "{result:#}");
+    // The installed disk is 1 GiB larger than the image: cloud-init's growpart grew the root
+    // partition to its end at the first boot (read from the VM's kept overlay).
+    let kept = stderr
+        .lines()
+        .find_map(|line| line.split("are kept in ").nth(1))
+        .unwrap_or_else(|| panic!("no kept directory in:\n{stderr}"));
+    let overlay = Path::new(kept.trim()).join("demo-server/overlay.qcow2");
+    let (last, sectors, table) = root_partition_end(&overlay, &dir);
+    assert!(
+        last + 2048 >= sectors - 34,
+        "root partition ends at sector {last} of {sectors}:\n{table}"
+    );
+    let _ = fs_err::remove_dir_all(kept.trim());
+}
+
+#[test]
+fn the_usb_installer_refuses_when_its_rule_matches_two_disks_and_lists_them() {
+    let lab = lab();
+    let (iso, image) = usb_build();
+    let size = fs_err::metadata(image).unwrap().len();
+    let dir = lab.path("usb-refuse");
+    let _ = fs_err::remove_dir_all(&dir);
+    let one = blank(&dir.join("one.raw"), size + (1 << 30));
+    let two = blank(&dir.join("two.raw"), size + (1 << 30));
+    let mut vm = common::qemu::boot_installer(
+        iso,
+        &[(one.clone(), "KILNONE"), (two.clone(), "KILNTWO")],
+        &dir.join("vm"),
+        DEMO_SERVER_MAC,
+    );
+    let line = vm
+        .wait_for("kiln: install failed:", Duration::from_secs(900))
+        .unwrap_or_else(|error| panic!("{error}"));
+    vm.kill();
+    assert!(
+        line.contains("refusing to install demo-server: rule 'largest' matches 2 disks"),
+        "{line}"
+    );
+    let console = vm.console();
+    for serial in ["KILNONE", "KILNTWO"] {
+        assert!(
+            console.contains(serial),
+            "the disks seen are listed:\n{console}"
+        );
+    }
+    for disk in [&one, &two] {
+        assert_eq!(
+            sha256_of_prefix(disk, 1 << 20),
+            sha256_of_prefix(Path::new("/dev/zero"), 1 << 20),
+            "nothing written to {}",
+            disk.display()
+        );
     }
 }

@@ -651,6 +651,16 @@ fn scripts_pass_shellcheck() {
     assert_no_problems("shellcheck", &problems);
 }
 
+#[test]
+fn the_installer_passes_shellcheck() {
+    let installer = common::repo().join("templates/installer/init.sh");
+    let output = run_tool(
+        Command::new("shellcheck").arg("--norc").arg(&installer),
+        "shellcheck",
+    );
+    assert!(output.status.success(), "{}", describe(&output));
+}
+
 /// Host directory of vendor units, copied into the verification root.
 const HOST_UNITS: &str = "/usr/lib/systemd/system";
 

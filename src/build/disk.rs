@@ -128,10 +128,7 @@ pub fn build(
         TAR, MKE2FS, DEBUGFS, MKFS_VFAT, MCOPY, MMD, SGDISK, QEMU_IMG,
     ];
     tools::require(&tools_used)?;
-    let stub = fs_err::read(STUB).map_err(|_| BuildError::MissingTools {
-        programs: STUB.to_string(),
-        packages: "systemd-boot-efi".into(),
-    })?;
+    let stub = read_stub()?;
     let inputs = json!({
         "version": STEP_VERSION,
         "node": node.name,
@@ -241,51 +238,8 @@ fn make_disk(
     .map_err(|error| BuildError::Failed(format!("assembling the unified kernel image: {error}")))?;
 
     // 3. The EFI system partition.
-    let esp_size = (round_up(uki.len() as u64 * 2 + 4 * MIB, MIB)).max(64 * MIB);
-    let esp = work.join("esp.img");
-    let uki_file = work.join("BOOTX64.EFI");
-    fs_err::write(&uki_file, &uki)?;
-    set_mtime(&uki_file, epoch)?;
-    tools::run(
-        "making the EFI system partition",
-        tools::command(MKFS_VFAT)
-            .args([
-                "-C",
-                "-F",
-                "32",
-                "-S",
-                "512",
-                "-s",
-                "1",
-                "--invariant",
-                "-n",
-                "ESP",
-                "-i",
-            ])
-            .arg(&fat_id)
-            .arg(&esp)
-            .arg((esp_size / 1024).to_string()),
-    )?;
-    let mtools = |tool| {
-        let mut command = tools::command(tool);
-        command
-            .env("MTOOLS_SKIP_CHECK", "1")
-            .env("SOURCE_DATE_EPOCH", epoch.to_string())
-            .arg("-i")
-            .arg(&esp);
-        command
-    };
-    tools::run(
-        "making the ESP's directories",
-        mtools(MMD).args(["::/EFI", "::/EFI/BOOT"]),
-    )?;
-    tools::run(
-        "copying the kernel image into the ESP",
-        mtools(MCOPY)
-            .arg("-m")
-            .arg(&uki_file)
-            .arg(format!("::/{BOOT_PATH}")),
-    )?;
+    let esp = make_esp(&uki, &fat_id, "ESP", epoch, work)?;
+    let esp_size = fs_err::metadata(&esp)?.len();
 
     // 4. The ext4 root.
     let content = tree_size(&tree)?;
@@ -352,6 +306,72 @@ fn make_disk(
     Ok(())
 }
 
+/// systemd's UEFI stub, from the host.
+pub fn read_stub() -> Result<Vec<u8>, BuildError> {
+    fs_err::read(STUB).map_err(|_| BuildError::MissingTools {
+        programs: STUB.to_string(),
+        packages: "systemd-boot-efi".into(),
+    })
+}
+
+/// A FAT32 EFI system partition image in `work/esp.img` holding `uki` at the firmware's
+/// fallback path, sized for it, with the volume ID `fat_id` and label `label`, its file
+/// times from `epoch`.
+pub fn make_esp(
+    uki: &[u8],
+    fat_id: &str,
+    label: &str,
+    epoch: u64,
+    work: &Path,
+) -> Result<PathBuf, BuildError> {
+    let esp_size = (round_up(uki.len() as u64 * 2 + 4 * MIB, MIB)).max(64 * MIB);
+    let esp = work.join("esp.img");
+    let uki_file = work.join("BOOTX64.EFI");
+    fs_err::write(&uki_file, uki)?;
+    set_mtime(&uki_file, epoch)?;
+    tools::run(
+        "making the EFI system partition",
+        tools::command(MKFS_VFAT)
+            .args([
+                "-C",
+                "-F",
+                "32",
+                "-S",
+                "512",
+                "-s",
+                "1",
+                "--invariant",
+                "-n",
+                label,
+                "-i",
+            ])
+            .arg(fat_id)
+            .arg(&esp)
+            .arg((esp_size / 1024).to_string()),
+    )?;
+    let mtools = |tool| {
+        let mut command = tools::command(tool);
+        command
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .env("SOURCE_DATE_EPOCH", epoch.to_string())
+            .arg("-i")
+            .arg(&esp);
+        command
+    };
+    tools::run(
+        "making the ESP's directories",
+        mtools(MMD).args(["::/EFI", "::/EFI/BOOT"]),
+    )?;
+    tools::run(
+        "copying the kernel image into the ESP",
+        mtools(MCOPY)
+            .arg("-m")
+            .arg(&uki_file)
+            .arg(format!("::/{BOOT_PATH}")),
+    )?;
+    Ok(esp)
+}
+
 /// The steps that made one node's disk.
 #[derive(Clone, Debug)]
 pub struct NodeDisk {
@@ -413,7 +433,7 @@ fn round_up(value: u64, to: u64) -> u64 {
 }
 
 /// The kernel and initrd in `/boot`: exactly one kernel, and its initrd.
-fn kernel_and_initrd(tree: &Path) -> Result<(PathBuf, PathBuf), BuildError> {
+pub fn kernel_and_initrd(tree: &Path) -> Result<(PathBuf, PathBuf), BuildError> {
     let boot = tree.join("boot");
     let mut kernels: Vec<String> = fs_err::read_dir(&boot)?
         .filter_map(|entry| entry.ok())
@@ -438,7 +458,7 @@ fn kernel_and_initrd(tree: &Path) -> Result<(PathBuf, PathBuf), BuildError> {
     Ok((boot.join(kernel), initrd))
 }
 
-fn set_mtime(path: &Path, epoch: u64) -> std::io::Result<()> {
+pub fn set_mtime(path: &Path, epoch: u64) -> std::io::Result<()> {
     let time = UNIX_EPOCH + Duration::from_secs(epoch);
     fs_err::File::options()
         .read(true)

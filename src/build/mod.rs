@@ -7,11 +7,13 @@ pub mod bundle;
 pub mod check;
 pub mod disk;
 pub mod image_archive;
+pub mod installer;
 pub mod node;
 pub mod rootfs;
 pub mod step;
 pub mod tools;
 pub mod uki;
+pub mod usb;
 
 /// What went wrong in a build step.
 #[derive(Debug, thiserror::Error)]

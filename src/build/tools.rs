@@ -207,3 +207,8 @@ pub fn is_root() -> bool {
         })
         .unwrap_or(false)
 }
+/// xorriso: the USB installer's hybrid ISO.
+pub const XORRISO: Tool = Tool {
+    program: "xorriso",
+    package: "xorriso",
+};

@@ -276,6 +276,52 @@ pub fn disk(globals: &Globals, settings: &DiskSettings) -> Result<(), CommandErr
     finish("disk", &steps, &links, outputs, settings.json)
 }
 
+/// Run `kiln build usb`: the nodes' disks, the cluster's installer, and a hybrid ISO that
+/// installs them.
+pub fn usb(globals: &Globals, settings: &DiskSettings) -> Result<(), CommandError> {
+    let prepared = prepare(globals)?;
+    let cluster = &prepared.cluster;
+    let nodes = select_nodes(cluster, &settings.nodes, settings.all)?;
+    let steps = store_steps(&prepared.store);
+    let disks = build_disks(globals, &prepared, &nodes, &steps)?;
+    let failed = |error: crate::build::BuildError| CommandError::Failed(error.to_string());
+    let rootfs = &disks
+        .first()
+        .ok_or_else(|| CommandError::Usage("no nodes to put on the installer".into()))?
+        .rootfs;
+    let epoch = prepared.lock.source_date_epoch;
+    let installer = crate::build::installer::build(&steps, rootfs, epoch).map_err(failed)?;
+    let entries: Vec<crate::build::usb::UsbNode<'_>> = nodes
+        .iter()
+        .zip(&disks)
+        .map(|(node, disk)| crate::build::usb::UsbNode { node, disk })
+        .collect();
+    let iso = crate::build::usb::build(&steps, &installer, &entries, epoch).map_err(failed)?;
+    let out_dir = settings.out.join(&cluster.settings.cluster.name);
+    let name = if nodes.len() == 1 {
+        format!("usb-{}.iso", nodes[0].name)
+    } else {
+        "usb.iso".to_string()
+    };
+    let link_path = out_dir.join(&name);
+    link(&iso.path(crate::build::usb::ISO), &link_path)?;
+    let output = &iso.record.outputs[crate::build::usb::ISO];
+    let entry = json!({
+        "step": { "name": "usb", "key": iso.key },
+        "nodes": nodes.iter().map(|node| node.name.clone()).collect::<Vec<_>>(),
+        "files": { name.clone(): { "sha256": output.sha256, "size": output.size } },
+    });
+    let output_name = format!("usb:{}", name.trim_end_matches(".iso"));
+    record_output(&out_dir, &output_name, entry.clone())?;
+    finish(
+        "usb",
+        &steps,
+        &[link_path],
+        vec![json!({ "output": output_name, "entry": entry })],
+        settings.json,
+    )
+}
+
 /// Say how many of the steps were built and how many reused, list the output links, and
 /// with `json` print the step report and the outputs on stdout.
 fn finish(

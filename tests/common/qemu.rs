@@ -34,19 +34,8 @@ pub fn boot(disk: &Path, dir: &Path, mac: Option<&str>, grow: u64) -> Vm {
         .status()
         .unwrap();
     assert!(status.success(), "qemu-img create failed");
-    let vars = dir.join("OVMF_VARS.fd");
-    fs_err::copy(OVMF_VARS, &vars).unwrap();
-    let serial = dir.join("serial.log");
-    let mut command = Command::new("qemu-system-x86_64");
+    let (mut command, serial) = machine(dir);
     command
-        .args([
-            "-machine", "q35", "-accel", "tcg", "-m", "2048", "-smp", "2",
-        ])
-        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
         .arg("-drive")
         .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
         .arg("-serial")
@@ -73,6 +62,72 @@ pub fn boot(disk: &Path, dir: &Path, mac: Option<&str>, grow: u64) -> Vm {
         serial,
         overlay,
     }
+}
+
+/// Boot the installer `iso` as a USB stick, with blank `disks` (raw files, virtio, each
+/// with its serial number) and a restricted NIC with `mac`. QEMU exits when the guest
+/// reboots.
+pub fn boot_installer(iso: &Path, disks: &[(PathBuf, &str)], dir: &Path, mac: &str) -> Vm {
+    fs_err::create_dir_all(dir).unwrap();
+    let (mut command, serial) = machine(dir);
+    command
+        .arg("-drive")
+        .arg(format!(
+            "file={},if=none,id=stick,readonly=on,format=raw",
+            iso.display()
+        ))
+        .args(["-device", "qemu-xhci"])
+        .args([
+            "-device",
+            "usb-storage,drive=stick,removable=on,bootindex=0",
+        ]);
+    for (index, (disk, serial_number)) in disks.iter().enumerate() {
+        command
+            .arg("-drive")
+            .arg(format!(
+                "file={},if=none,id=d{index},format=raw",
+                disk.display()
+            ))
+            .arg("-device")
+            .arg(format!(
+                "virtio-blk-pci,drive=d{index},serial={serial_number}"
+            ));
+    }
+    command
+        .args(["-netdev", "user,id=n0,restrict=on"])
+        .arg("-device")
+        .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"))
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()));
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 runs (package qemu-system-x86)");
+    Vm {
+        child,
+        serial,
+        overlay: dir.join("none"),
+    }
+}
+
+/// QEMU with TCG, q35, 2 vCPUs, 2 GiB, OVMF (its variables copied into `dir`), no display,
+/// `-no-reboot`; and where its serial console will be logged.
+fn machine(dir: &Path) -> (Command, PathBuf) {
+    let vars = dir.join("OVMF_VARS.fd");
+    fs_err::copy(OVMF_VARS, &vars).unwrap();
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args([
+            "-machine", "q35", "-accel", "tcg", "-m", "2048", "-smp", "2",
+        ])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()));
+    (command, dir.join("serial.log"))
 }
 
 fn image_size(disk: &Path) -> u64 {
@@ -134,6 +189,18 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
+    }
+
+    /// Wait for QEMU to exit by itself (the guest powered off or rebooted).
+    pub fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let started = Instant::now();
+        while started.elapsed() < timeout {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        false
     }
 
     /// Stop the VM.
