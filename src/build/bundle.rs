@@ -21,7 +21,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::build::archive::{self, Compression, Member, Source};
 use crate::build::image_archive::{rfc3339, write_image_archive};
-use crate::lock::file::LockFile;
+use crate::lock::file::{LockFile, LockedFile};
 use crate::profile::secrets::Secrets;
 use crate::profile::ValidCluster;
 use crate::render::context::secret_references;
@@ -162,6 +162,24 @@ fn blob_member(
         kind,
         pin,
     })
+}
+
+/// Is `file` an NVIDIA driver package (by its name in the set)? Those go to GPU nodes only.
+pub(crate) fn is_nvidia(file: &LockedFile) -> bool {
+    file.name.starts_with("nvidia")
+}
+
+/// Where a pinned file goes in the bundle: `nvidia/` for driver packages, else `files/`,
+/// under the last part of its URL (or its name).
+pub(crate) fn file_path(file: &LockedFile) -> String {
+    let directory = if is_nvidia(file) { "nvidia" } else { "files" };
+    let file_name = file
+        .url
+        .rsplit('/')
+        .next()
+        .filter(|name| !name.is_empty())
+        .unwrap_or(&file.name);
+    format!("{directory}/{file_name}")
 }
 
 /// A file name for an image reference: `quay.io/jupyterhub/k8s-hub:4.3.2` →
@@ -401,20 +419,9 @@ pub fn build(
             )?);
         }
         for file in &lock.files {
-            let directory = if file.name.starts_with("nvidia") {
-                "nvidia"
-            } else {
-                "files"
-            };
-            let file_name = file
-                .url
-                .rsplit('/')
-                .next()
-                .filter(|name| !name.is_empty())
-                .unwrap_or(&file.name);
             planned.push(blob_member(
                 store,
-                format!("{directory}/{file_name}"),
+                file_path(file),
                 &file.digest,
                 file.size,
                 "file",

@@ -13,7 +13,7 @@
 //! of the two, for UEFI boot from the USB stick) and `efiboot.img` (a FAT EFI system
 //! partition holding it at the fallback path, for the ISO's El Torito entry).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
@@ -204,11 +204,6 @@ pub fn cpio(entries: &[CpioEntry], mtime: u64) -> Vec<u8> {
     }
     header(&mut archive, 0, 0, 0, "TRAILER!!!");
     archive
-}
-
-/// The installer's files, by output name.
-pub fn outputs(step: &StepOutput) -> [(&'static str, PathBuf); 4] {
-    [VMLINUZ, INITRD, INSTALLER_EFI, EFIBOOT_IMG].map(|name| (name, step.path(name)))
 }
 
 #[cfg(test)]

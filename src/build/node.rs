@@ -22,7 +22,7 @@
 use serde_json::{json, Value};
 
 use crate::build::archive::{self, Compression, Member, Source};
-use crate::build::bundle::{build_derived, image_file_name, stored_blob};
+use crate::build::bundle::{build_derived, file_path, image_file_name, is_nvidia, stored_blob};
 use crate::build::image_archive::write_image_archive;
 use crate::build::step::{StepOutput, Steps};
 use crate::build::BuildError;
@@ -142,19 +142,11 @@ fn plan(
         }
     }
     for file in &lock.files {
-        let nvidia = file.name.starts_with("nvidia");
-        if nvidia && settings.gpu.is_none() {
+        if is_nvidia(file) && settings.gpu.is_none() {
             continue;
         }
-        let file_name = file
-            .url
-            .rsplit('/')
-            .next()
-            .filter(|name| !name.is_empty())
-            .unwrap_or(&file.name);
-        let directory = if nvidia { "nvidia" } else { "files" };
         blob(
-            format!("{BUNDLE_DIR}/{directory}/{file_name}"),
+            format!("{BUNDLE_DIR}/{}", file_path(file)),
             &file.digest,
             &file.name,
         )?;

@@ -137,24 +137,11 @@ pub fn build(
 
 /// xorriso's `--modification-date` format, `YYYYMMDDhhmmss00`, of `epoch` in UTC.
 fn chrono_like(epoch: u64) -> String {
-    let days = epoch / 86_400;
-    let seconds = epoch % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}{month:02}{day:02}{:02}{:02}{:02}00",
-        seconds / 3600,
-        seconds / 60 % 60,
-        seconds % 60
-    )
+    let digits: String = crate::build::image_archive::rfc3339(epoch)
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    format!("{digits}00")
 }
 
 /// The 16 bytes of the GPT header's disk GUID (LBA 1, offset 56), as hex, as the

@@ -51,12 +51,7 @@ pub fn boot(disk: &Path, dir: &Path, mac: Option<&str>, grow: u64) -> Vm {
             command.args(["-nic", "none"]);
         }
     }
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64 runs (package qemu-system-x86)");
+    let child = spawn(&mut command);
     Vm {
         child,
         serial,
@@ -99,12 +94,7 @@ pub fn boot_installer(iso: &Path, disks: &[(PathBuf, &str)], dir: &Path, mac: &s
         .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"))
         .arg("-serial")
         .arg(format!("file:{}", serial.display()));
-    let child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64 runs (package qemu-system-x86)");
+    let child = spawn(&mut command);
     Vm {
         child,
         serial,
@@ -128,6 +118,15 @@ fn machine(dir: &Path) -> (Command, PathBuf) {
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,file={}", vars.display()));
     (command, dir.join("serial.log"))
+}
+
+fn spawn(command: &mut Command) -> Child {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 runs (package qemu-system-x86)")
 }
 
 fn image_size(disk: &Path) -> u64 {
