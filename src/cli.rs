@@ -64,6 +64,9 @@ enum Command {
     Lock(LockArgs),
     /// Download what kiln.lock names and the store lacks, verified (needs the network).
     Fetch(FetchArgs),
+    /// Write a raw node disk image to a USB stick or disk, read it back and compare; refuses
+    /// mounted, system, fixed (without --force) and too small disks.
+    Flash(FlashArgs),
     /// Inspect the content-addressed store, or fill it from a bundle.
     #[command(subcommand)]
     Store(StoreCommand),
@@ -186,6 +189,29 @@ enum LintFormat {
     Json,
     /// SARIF 2.1.0, for CI code scanning.
     Sarif,
+}
+
+#[derive(Debug, Args)]
+struct FlashArgs {
+    /// The raw disk image (out/<cluster>/<node>.raw, not the .qcow2).
+    image: PathBuf,
+    /// The whole disk to overwrite (/dev/sdX, /dev/disk/by-id/...), or a file to copy to.
+    device: PathBuf,
+    /// Allow a fixed (non-removable) disk, such as a new server's.
+    #[arg(long)]
+    force: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Read block devices from this sysfs tree (for tests).
+    #[arg(long, hide = true, default_value = "/sys")]
+    sysfs: PathBuf,
+    /// Read the mount table from this mountinfo file (for tests).
+    #[arg(long, hide = true, default_value = "/proc/self/mountinfo")]
+    mountinfo: PathBuf,
+    /// Treat DEVICE, a regular file, as the block device MAJ:MIN of --sysfs (for tests).
+    #[arg(long, hide = true, value_name = "MAJ:MIN")]
+    assume_block: Option<crate::flash::mounts::DeviceNumber>,
 }
 
 #[derive(Debug, Args)]
@@ -389,6 +415,17 @@ impl Cli {
                     mirrors: args.mirror,
                 },
             ),
+            Command::Flash(args) => commands::flash::run(&commands::flash::FlashSettings {
+                image: args.image,
+                device: args.device,
+                force: args.force,
+                json: args.json,
+                view: crate::flash::SystemView {
+                    sysfs: args.sysfs,
+                    mountinfo: args.mountinfo,
+                    assume_block: args.assume_block,
+                },
+            }),
             Command::Store(StoreCommand::Import(args)) => {
                 commands::bundle::import(&globals, &args.file, args.json)
             }

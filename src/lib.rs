@@ -14,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod diag;
 pub mod fetch;
+pub mod flash;
 pub mod lint;
 pub mod lock;
 pub mod profile;

@@ -130,3 +130,43 @@ impl Drop for FetchProgress {
         }
     }
 }
+
+/// One bar of bytes for one long copy (`kiln flash` writing, then reading back) on a
+/// terminal; nothing otherwise, since the command ends with a summary line.
+pub struct BytesProgress {
+    bar: Option<ProgressBar>,
+}
+
+impl BytesProgress {
+    /// A bar labelled `label` for `total` bytes.
+    pub fn new(label: &str, total: u64) -> BytesProgress {
+        if !std::io::stderr().is_terminal() {
+            return BytesProgress { bar: None };
+        }
+        let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+            )
+            .expect("the template is valid")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(label.to_string());
+        BytesProgress { bar: Some(bar) }
+    }
+
+    /// `bytes` are done.
+    pub fn set(&self, bytes: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_position(bytes);
+        }
+    }
+}
+
+impl Drop for BytesProgress {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

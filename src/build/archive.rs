@@ -532,7 +532,7 @@ fn check_expected_size(
 }
 
 /// Read until `buffer` is full or the input ends; return how many bytes were read.
-fn read_full(input: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
+pub(crate) fn read_full(input: &mut impl Read, buffer: &mut [u8]) -> io::Result<usize> {
     let mut filled = 0;
     while filled < buffer.len() {
         match input.read(&mut buffer[filled..]) {

@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod check;
 pub mod eval;
 pub mod fetch;
+pub mod flash;
 pub mod lint;
 pub mod lock;
 pub mod render;

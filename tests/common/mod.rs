@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod containerd;
+pub mod fake_sysfs;
 pub mod http_server;
 pub mod qemu;
 pub mod registry;
