@@ -8,6 +8,7 @@ pub mod fetch;
 pub mod lint;
 pub mod lock;
 pub mod render;
+pub mod serve;
 pub mod store;
 pub mod verify;
 
