@@ -75,6 +75,19 @@ enum Command {
     Bundle(BundleCommand),
     /// Delete every blob in the store that the profile's kiln.lock does not refer to.
     Gc(JsonArgs),
+    /// Serve a tree over HTTP for PXE boot and installers, after verifying it against its
+    /// kiln-tree.json (exit 1 without serving when it fails).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Listen on this address only (e.g. 10.1.24.1:8080; port 0 picks a free port).
+    #[arg(long, value_name = "IP:PORT")]
+    addr: std::net::SocketAddr,
+    /// The tree to serve [default: out/<cluster>/pxe, the profile's cluster].
+    #[arg(long, value_name = "DIR")]
+    root: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -442,6 +455,13 @@ impl Cli {
                 commands::store::verify(&globals, args.json)
             }
             Command::Gc(args) => commands::store::gc(&globals, args.json),
+            Command::Serve(args) => commands::serve::run(
+                &globals,
+                &commands::serve::ServeSettings {
+                    addr: args.addr,
+                    root: args.root,
+                },
+            ),
         }
     }
 }

@@ -20,5 +20,6 @@ pub mod lock;
 pub mod profile;
 pub mod render;
 pub mod report;
+pub mod serve;
 pub mod store;
 pub mod verify;

@@ -1,6 +1,7 @@
 //! Build outputs: deterministic archives, container image archives, the offline bundle,
 //! and bootable node disks. Each output is a step in the store, keyed by the hash of its
-//! inputs (see [`step`]).
+//! inputs (see [`step`]). Outputs written as a directory to hand to machines carry a
+//! manifest that a server verifies first (see [`tree`]).
 
 pub mod archive;
 pub mod bundle;
@@ -12,6 +13,7 @@ pub mod node;
 pub mod rootfs;
 pub mod step;
 pub mod tools;
+pub mod tree;
 pub mod uki;
 pub mod usb;
 

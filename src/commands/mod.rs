@@ -9,6 +9,7 @@ pub mod flash;
 pub mod lint;
 pub mod lock;
 pub mod render;
+pub mod serve;
 pub mod store;
 pub mod verify;
 

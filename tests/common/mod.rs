@@ -98,17 +98,23 @@ impl Kiln {
         self.run_args(&self.args)
     }
 
-    fn run_args(&self, args: &[String]) -> Run {
-        let output: Output = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    /// The kiln command with `args`, in the scratch directory and with its environment
+    /// only, for a test that runs it another way (in the background, say).
+    pub fn command<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command
             .args(args)
             .current_dir(self.dir.path())
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", self.dir.path())
             .env("XDG_CACHE_HOME", self.dir.path().join("cache"))
-            .envs(self.env.iter().map(|(key, value)| (key, value)))
-            .output()
-            .expect("kiln runs");
+            .envs(self.env.iter().map(|(key, value)| (key, value)));
+        command
+    }
+
+    fn run_args(&self, args: &[String]) -> Run {
+        let output: Output = self.command(args).output().expect("kiln runs");
         let scrub = |bytes: &[u8]| {
             String::from_utf8_lossy(bytes).replace(&self.dir.path().display().to_string(), "[TEMP]")
         };
