@@ -40,7 +40,7 @@ need_cargo() {
 # What `kiln build disk` and the boot tests run: mmdebstrap, apt-ftparchive, e2fsprogs,
 # dosfstools, mtools, sgdisk, systemd's UEFI stub, OVMF and QEMU.
 image_tools() {
-    apt_install mmdebstrap apt-utils e2fsprogs dosfstools mtools gdisk systemd-boot-efi ovmf xorriso
+    apt_install mmdebstrap apt-utils e2fsprogs dosfstools mtools gdisk systemd-boot-efi ovmf xorriso ipxe-qemu seabios
     if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-img >/dev/null 2>&1; then
         # qemu-utils and qemu-system-x86 must come from the same release: a newer qemu-utils
         # (from backports, say) makes apt refuse qemu-system-x86, so pin both to its version.

@@ -102,6 +102,19 @@ enum BuildCommand {
     /// A USB installer: a hybrid ISO that boots UEFI and writes a node's disk image to its
     /// install disk (out/<cluster>/usb-<node>.iso, or usb.iso for several nodes).
     Usb(DiskArgs),
+    /// A PXE set: iPXE scripts per node (by MAC), the installer's kernel and initramfs and
+    /// the nodes' images, for `kiln serve` at --base-url (out/<cluster>/pxe).
+    Pxe(PxeArgs),
+}
+
+#[derive(Debug, Args)]
+struct PxeArgs {
+    #[command(flatten)]
+    disk: DiskArgs,
+    /// Where the tree will be served (every URL in it starts with this), e.g.
+    /// http://10.0.0.1:8080 for `kiln serve --addr 10.0.0.1:8080`.
+    #[arg(long, value_name = "URL")]
+    base_url: String,
 }
 
 #[derive(Debug, Args)]
@@ -131,9 +144,14 @@ struct VerifyArgs {
 
 #[derive(Debug, Args)]
 struct CheckArgs {
-    /// Outputs to check: `disk` (every node's disk, the default) or `disk:NODE`.
+    /// Outputs to check: `disk` (every node's disk, the default), `usb` (the ISO of every
+    /// node), `pxe` (the PXE set of every node), or one node's: `disk:NODE`, `usb:NODE`,
+    /// `pxe:NODE`.
     #[arg(value_name = "OUTPUT")]
     outputs: Vec<String>,
+    /// The base URL the PXE set was built for (to check `pxe`).
+    #[arg(long, value_name = "URL")]
+    base_url: Option<String>,
     /// Keep the second build's steps even when they match.
     #[arg(long)]
     keep: bool,
@@ -375,6 +393,9 @@ impl Cli {
                 commands::build::disk(&globals, &args.into())
             }
             Command::Build(BuildCommand::Usb(args)) => commands::build::usb(&globals, &args.into()),
+            Command::Build(BuildCommand::Pxe(args)) => {
+                commands::build::pxe(&globals, &args.disk.into(), &args.base_url)
+            }
             Command::Build(BuildCommand::Layer(args)) => {
                 commands::build::layer(&globals, &args.into())
             }
@@ -398,6 +419,7 @@ impl Cli {
                 &globals,
                 &commands::check::CheckSettings {
                     outputs: args.outputs,
+                    base_url: args.base_url,
                     keep: args.keep,
                     out: args.out,
                     json: args.json,

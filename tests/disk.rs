@@ -195,7 +195,7 @@ fn two_builds_in_different_environments_are_byte_identical_and_kiln_check_says_s
     let cwd = lab.path("second");
     fs_err::create_dir_all(&cwd).unwrap();
     let line = format!(
-        "umask 022 && cd {} && TZ=America/Lima {} --store {} -p {} check disk:demo-server --out {} --json",
+        "umask 022 && cd {} && TZ=America/Lima {} --store {} -p {} check disk:demo-server usb:demo-server pxe:demo-server --base-url http://10.0.2.100 --out {} --json",
         cwd.display(),
         env!("CARGO_BIN_EXE_kiln"),
         private.join("store").display(),
@@ -213,6 +213,34 @@ fn two_builds_in_different_environments_are_byte_identical_and_kiln_check_says_s
         "the check rebuilt the root file system: {stderr}"
     );
     assert!(raw.exists());
+    // The USB ISO and the PXE tree: reproducible in the check, and the same bytes as the
+    // lab's own builds in the first environment.
+    let (iso, _) = usb_build();
+    let (code, _, stderr_pxe) = lab.run(&[
+        "build",
+        "pxe",
+        "--node",
+        "demo-server",
+        "--base-url",
+        "http://10.0.2.100",
+    ]);
+    assert_eq!(code, 0, "{stderr_pxe}");
+    let tree_manifest = lab.path("out/demo/pxe/kiln-tree.json");
+    for (index, output, own) in [
+        (1, "usb:demo-server", sha256_of_prefix(iso, u64::MAX)),
+        (
+            2,
+            "pxe:demo-server",
+            sha256_of_prefix(&tree_manifest, u64::MAX),
+        ),
+    ] {
+        let checked = &result["outputs"][index];
+        assert_eq!(checked["output"], output, "{result:#}");
+        assert_eq!(checked["reproducible"], true, "{stderr}\n{result:#}");
+        assert_eq!(checked["sha256"], own.as_str(), "{output}: {result:#}");
+    }
+    // The PXE tree's manifest lists every file's sha256: the trees are identical.
+    let _ = fs_err::remove_dir_all(&private);
 }
 
 #[test]
@@ -636,4 +664,97 @@ fn the_usb_installer_refuses_when_its_rule_matches_two_disks_and_lists_them() {
             disk.display()
         );
     }
+}
+
+#[test]
+fn a_pxe_boot_with_ipxe_installs_the_node_and_reaches_its_first_boot() {
+    common::registry::require("python3", "python3");
+    assert!(
+        Path::new("/usr/lib/ipxe/qemu/pxe-virtio.rom").exists(),
+        "Debian's ipxe-qemu is needed: apt-get install ipxe-qemu"
+    );
+    let lab = lab();
+    let _ = first_build();
+    let image = lab.path("out/demo/demo-server.raw");
+    let size = fs_err::metadata(&image).unwrap().len();
+    let base = "http://10.0.2.100";
+    let (code, _, stderr) = lab.run(&["build", "pxe", "--node", "demo-server", "--base-url", base]);
+    assert_eq!(code, 0, "{stderr}");
+    let tree = lab.path("out/demo/pxe");
+    let script = fs_err::read_to_string(tree.join("ipxe/52-54-00-6b-00-01.ipxe")).unwrap();
+    assert!(
+        script.contains(&format!("kernel {base}/vmlinuz "))
+            && script.contains("kiln.node=demo-server")
+            && script.contains("rdinit=/kiln/init"),
+        "{script}"
+    );
+
+    // kiln serve on 127.0.0.1, an ephemeral port.
+    let mut server = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--root"])
+        .arg(&tree)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = std::io::BufReader::new(server.stderr.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut log, &mut first).unwrap();
+    let port: u16 = first
+        .trim()
+        .rsplit(':')
+        .next()
+        .and_then(|tail| tail.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("no port in {first:?}"));
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = requests.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(log).map_while(Result::ok) {
+            let mut all = sink.lock().unwrap();
+            all.push_str(&line);
+            all.push('\n');
+        }
+    });
+
+    let dir = lab.path("pxe-boot");
+    let _ = fs_err::remove_dir_all(&dir);
+    let target = blank(&dir.join("target.raw"), size + (256 << 20));
+    let mut vm = common::qemu::boot_pxe(
+        &target,
+        &dir.join("vm"),
+        DEMO_SERVER_MAC,
+        &format!("{base}/boot.ipxe"),
+        port,
+    );
+    let outcome = vm
+        .wait_for(
+            "kiln: installed node demo-server on /dev/",
+            Duration::from_secs(1200),
+        )
+        .and_then(|line| {
+            assert!(line.contains("sha256 verified"), "{line}");
+            vm.wait_for(
+                "kiln: first boot of node demo-server",
+                Duration::from_secs(900),
+            )
+        });
+    vm.kill();
+    let _ = server.kill();
+    let _ = server.wait();
+    let requests = requests.lock().unwrap().clone();
+    outcome.unwrap_or_else(|error| panic!("{error}\nkiln serve's log:\n{requests}"));
+    // iPXE chained the node's script by its MAC address, and the installer fetched the
+    // node's image: every request went to kiln serve.
+    for path in [
+        "GET /boot.ipxe 200",
+        "GET /ipxe/52-54-00-6b-00-01.ipxe 200",
+        "GET /vmlinuz 200",
+        "GET /initrd.img 200",
+        "GET /nodes 200",
+        "GET /images/demo-server.map 200",
+        "GET /images/demo-server.data 200",
+    ] {
+        assert!(requests.contains(path), "no `{path}` in:\n{requests}");
+    }
+    let _ = fs_err::remove_dir_all(&dir);
 }

@@ -653,9 +653,12 @@ fn scripts_pass_shellcheck() {
 
 #[test]
 fn the_installer_passes_shellcheck() {
-    let installer = common::repo().join("templates/installer/init.sh");
+    let installer = common::repo().join("templates/installer");
     let output = run_tool(
-        Command::new("shellcheck").arg("--norc").arg(&installer),
+        Command::new("shellcheck")
+            .arg("--norc")
+            .arg(installer.join("init.sh"))
+            .arg(installer.join("udhcpc.script")),
         "shellcheck",
     );
     assert!(output.status.success(), "{}", describe(&output));

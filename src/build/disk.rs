@@ -220,11 +220,7 @@ fn make_disk(
     let (linux, initrd) = kernel_and_initrd(&tree)?;
     let osrel = fs_err::read(tree.join("usr/lib/os-release"))
         .or_else(|_| fs_err::read(tree.join("etc/os-release")))?;
-    let mut cmdline = format!("root=PARTUUID={root_guid} rw console=tty0 console=ttyS0,115200n8");
-    for argument in &params.kernel_cmdline {
-        cmdline.push(' ');
-        cmdline.push_str(argument);
-    }
+    let cmdline = node_cmdline(key, &params.kernel_cmdline);
     let uki = build_uki(
         stub,
         &UkiParts {
@@ -370,6 +366,19 @@ pub fn make_esp(
             .arg(format!("::/{BOOT_PATH}")),
     )?;
     Ok(esp)
+}
+
+/// The kernel command line of the node whose disk step has key `disk_key`: its root
+/// partition by GUID, the serial console, then the profile's `kernel_cmdline`. The disk's
+/// kernel image carries it; the PXE set boots the installed root with it too.
+pub fn node_cmdline(disk_key: &str, extra: &[String]) -> String {
+    let root_guid = derived_guid(disk_key, "root-partition");
+    let mut cmdline = format!("root=PARTUUID={root_guid} rw console=tty0 console=ttyS0,115200n8");
+    for argument in extra {
+        cmdline.push(' ');
+        cmdline.push_str(argument);
+    }
+    cmdline
 }
 
 /// The steps that made one node's disk.

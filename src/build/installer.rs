@@ -31,6 +31,9 @@ pub const STEP_VERSION: u32 = 1;
 /// The installer's `/init`.
 pub const INIT: &str = include_str!("../../templates/installer/init.sh");
 
+/// busybox udhcpc's script, for the PXE set's DHCP.
+pub const UDHCPC_SCRIPT: &str = include_str!("../../templates/installer/udhcpc.script");
+
 /// The kernel, for PXE.
 pub const VMLINUZ: &str = "vmlinuz";
 /// The installer's initramfs, for PXE.
@@ -41,7 +44,14 @@ pub const INSTALLER_EFI: &str = "installer.efi";
 pub const EFIBOOT_IMG: &str = "efiboot.img";
 
 /// The kernel command line of the USB installer.
-pub const CMDLINE: &str = "console=tty0 console=ttyS0,115200n8 panic=30";
+pub const CMDLINE: &str = "rdinit=/kiln/init console=tty0 console=ttyS0,115200n8 panic=30";
+
+/// What the installer's kernel command line ends with: reboot 30 s after a kernel panic.
+pub const CMDLINE_TAIL: &str = "panic=30";
+
+/// Where the installer's program is in its initramfs (Debian's `/init` stays, for the PXE
+/// set's hand-over to the installed root).
+pub const RDINIT: &str = "/kiln/init";
 
 /// Build (or reuse) the installer of the cluster whose root file system is `rootfs`.
 pub fn build(steps: &Steps, rootfs: &StepOutput, epoch: u64) -> Result<StepOutput, BuildError> {
@@ -52,6 +62,7 @@ pub fn build(steps: &Steps, rootfs: &StepOutput, epoch: u64) -> Result<StepOutpu
         "version": STEP_VERSION,
         "rootfs": rootfs.key,
         "init_sha256": format!("{:x}", Sha256::digest(INIT.as_bytes())),
+        "udhcpc_script_sha256": format!("{:x}", Sha256::digest(UDHCPC_SCRIPT.as_bytes())),
         "cmdline": CMDLINE,
         "stub_sha256": format!("{:x}", Sha256::digest(&stub)),
         "source_date_epoch": epoch,
@@ -105,7 +116,12 @@ fn make(
     initramfs.extend(cpio(
         &[
             CpioEntry::dir("kiln"),
-            CpioEntry::file("init", 0o755, INIT.as_bytes().to_vec()),
+            CpioEntry::file("kiln/init", 0o755, INIT.as_bytes().to_vec()),
+            CpioEntry::file(
+                "kiln/udhcpc.script",
+                0o755,
+                UDHCPC_SCRIPT.as_bytes().to_vec(),
+            ),
             CpioEntry::file("kiln/busybox", 0o755, fs_err::read(&busybox)?),
         ],
         epoch,

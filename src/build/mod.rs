@@ -10,6 +10,7 @@ pub mod disk;
 pub mod image_archive;
 pub mod installer;
 pub mod node;
+pub mod pxe;
 pub mod rootfs;
 pub mod step;
 pub mod tools;

@@ -224,13 +224,7 @@ impl Steps {
             return Err(error);
         }
         let mut outputs = std::collections::BTreeMap::new();
-        for entry in fs_err::read_dir(&partial)? {
-            let entry = entry?;
-            if entry.file_type()?.is_file() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                outputs.insert(name, hash_file(&entry.path())?);
-            }
-        }
+        record_files(&partial, "", &mut outputs)?;
         let record = StepRecord {
             kind: kind.to_string(),
             key: key.clone(),
@@ -279,6 +273,26 @@ impl Steps {
         });
         Ok(StepOutput { dir, key, record })
     }
+}
+
+/// Hash every regular file under `dir` into `outputs`, keyed by its path relative to the
+/// step's directory (`/`-separated; a tree step's files are in subdirectories).
+fn record_files(
+    dir: &Path,
+    prefix: &str,
+    outputs: &mut std::collections::BTreeMap<String, OutputFile>,
+) -> Result<(), BuildError> {
+    for entry in fs_err::read_dir(dir)? {
+        let entry = entry?;
+        let name = format!("{prefix}{}", entry.file_name().to_string_lossy());
+        let kind = entry.file_type()?;
+        if kind.is_file() {
+            outputs.insert(name, hash_file(&entry.path())?);
+        } else if kind.is_dir() {
+            record_files(&entry.path(), &format!("{name}/"), outputs)?;
+        }
+    }
+    Ok(())
 }
 
 /// The record of a complete step, if `dir` holds one.

@@ -30,8 +30,8 @@ pub const ISO: &str = "installer.iso";
 
 const MIB: usize = 1 << 20;
 
-/// What the ISO carries of one node.
-pub struct UsbNode<'a> {
+/// What an install medium (the ISO, the PXE set) carries of one node.
+pub struct InstallNode<'a> {
     /// The node.
     pub node: &'a ValidNode,
     /// Its disk.
@@ -42,38 +42,11 @@ pub struct UsbNode<'a> {
 pub fn build(
     steps: &Steps,
     installer: &StepOutput,
-    nodes: &[UsbNode<'_>],
+    nodes: &[InstallNode<'_>],
     epoch: u64,
 ) -> Result<StepOutput, BuildError> {
     tools::require(&[XORRISO])?;
-    let mut table = String::new();
-    let mut listed = Vec::new();
-    for entry in nodes {
-        let rule = entry
-            .node
-            .settings
-            .install_disk
-            .as_ref()
-            .map(ToString::to_string)
-            .ok_or_else(|| {
-                BuildError::Failed(format!(
-                    "node {} has no install_disk: the installer needs to know which disk to write (e.g. install_disk = \"largest\")",
-                    entry.node.name
-                ))
-            })?;
-        let output = &entry.disk.disk.record.outputs[DISK_RAW];
-        let guid = disk_guid(&entry.disk.disk.path(DISK_RAW))?;
-        table.push_str(&format!(
-            "{} {} {} {} {} {}\n",
-            entry.node.name,
-            entry.node.settings.mac.to_string().to_ascii_lowercase(),
-            rule,
-            output.size,
-            output.sha256,
-            guid
-        ));
-        listed.push(json!({ "node": entry.node.name, "disk": entry.disk.disk.key }));
-    }
+    let (table, listed) = node_table(nodes)?;
     let inputs = json!({
         "version": STEP_VERSION,
         "installer": installer.key,
@@ -92,13 +65,7 @@ pub fn build(
         let images = staging.join("kiln/images");
         fs_err::create_dir_all(&images)?;
         fs_err::write(staging.join("kiln/nodes"), &table)?;
-        for entry in nodes {
-            split_image(
-                &entry.disk.disk.path(DISK_RAW),
-                &images.join(format!("{}.data", entry.node.name)),
-                &images.join(format!("{}.map", entry.node.name)),
-            )?;
-        }
+        split_images(nodes, &images)?;
         for path in [
             staging.clone(),
             staging.join("kiln"),
@@ -135,6 +102,43 @@ pub fn build(
     })
 }
 
+/// The install media's node table (`nodes`: a line per node of name, MAC, install disk
+/// rule, image size, sha256 and GPT disk GUID, as the installer reads them) and the nodes'
+/// disk steps, for a step's inputs.
+pub fn node_table(
+    nodes: &[InstallNode<'_>],
+) -> Result<(String, Vec<serde_json::Value>), BuildError> {
+    let mut table = String::new();
+    let mut listed = Vec::new();
+    for entry in nodes {
+        let rule = entry
+            .node
+            .settings
+            .install_disk
+            .as_ref()
+            .map(ToString::to_string)
+            .ok_or_else(|| {
+                BuildError::Failed(format!(
+                    "node {} has no install_disk: the installer needs to know which disk to write (e.g. install_disk = \"largest\")",
+                    entry.node.name
+                ))
+            })?;
+        let output = &entry.disk.disk.record.outputs[DISK_RAW];
+        let guid = disk_guid(&entry.disk.disk.path(DISK_RAW))?;
+        table.push_str(&format!(
+            "{} {} {} {} {} {}\n",
+            entry.node.name,
+            entry.node.settings.mac.to_string().to_ascii_lowercase(),
+            rule,
+            output.size,
+            output.sha256,
+            guid
+        ));
+        listed.push(json!({ "node": entry.node.name, "disk": entry.disk.disk.key }));
+    }
+    Ok((table, listed))
+}
+
 /// xorriso's `--modification-date` format, `YYYYMMDDhhmmss00`, of `epoch` in UTC.
 fn chrono_like(epoch: u64) -> String {
     let digits: String = crate::build::image_archive::rfc3339(epoch)
@@ -154,6 +158,18 @@ fn disk_guid(raw: &Path) -> Result<String, BuildError> {
         .iter()
         .map(|byte| format!("{byte:02x}"))
         .collect())
+}
+
+/// Each node's image as `NAME.data` and `NAME.map` in `images`.
+pub fn split_images(nodes: &[InstallNode<'_>], images: &Path) -> Result<(), BuildError> {
+    for entry in nodes {
+        split_image(
+            &entry.disk.disk.path(DISK_RAW),
+            &images.join(format!("{}.data", entry.node.name)),
+            &images.join(format!("{}.map", entry.node.name)),
+        )?;
+    }
+    Ok(())
 }
 
 /// Split a raw image into its non-zero MiBs (`data`) and a map of runs (`map`).

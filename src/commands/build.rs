@@ -8,7 +8,8 @@ use serde_json::json;
 use crate::build::archive::Compression;
 use crate::build::bundle::{self, BundleOptions};
 use crate::build::disk::{build_nodes, NodeDisk, DISK_QCOW2, DISK_RAW};
-use crate::build::step::{Action, Steps};
+use crate::build::step::{Action, StepOutput, Steps};
+use crate::build::usb::InstallNode;
 use crate::commands::lint::findings;
 use crate::commands::store::{open_store, LOCK_TIMEOUT};
 use crate::commands::{CommandError, Globals};
@@ -284,19 +285,7 @@ pub fn usb(globals: &Globals, settings: &DiskSettings) -> Result<(), CommandErro
     let nodes = select_nodes(cluster, &settings.nodes, settings.all)?;
     let steps = store_steps(&prepared.store);
     let disks = build_disks(globals, &prepared, &nodes, &steps)?;
-    let failed = |error: crate::build::BuildError| CommandError::Failed(error.to_string());
-    let rootfs = &disks
-        .first()
-        .ok_or_else(|| CommandError::Usage("no nodes to put on the installer".into()))?
-        .rootfs;
-    let epoch = prepared.lock.source_date_epoch;
-    let installer = crate::build::installer::build(&steps, rootfs, epoch).map_err(failed)?;
-    let entries: Vec<crate::build::usb::UsbNode<'_>> = nodes
-        .iter()
-        .zip(&disks)
-        .map(|(node, disk)| crate::build::usb::UsbNode { node, disk })
-        .collect();
-    let iso = crate::build::usb::build(&steps, &installer, &entries, epoch).map_err(failed)?;
+    let (_, iso) = build_usb(&prepared, &nodes, &disks, &steps)?;
     let out_dir = settings.out.join(&cluster.settings.cluster.name);
     let name = if nodes.len() == 1 {
         format!("usb-{}.iso", nodes[0].name)
@@ -320,6 +309,97 @@ pub fn usb(globals: &Globals, settings: &DiskSettings) -> Result<(), CommandErro
         vec![json!({ "output": output_name, "entry": entry })],
         settings.json,
     )
+}
+
+/// `kiln build pxe`: the PXE tree of the chosen nodes, served at `base_url`.
+pub fn pxe(globals: &Globals, settings: &DiskSettings, base_url: &str) -> Result<(), CommandError> {
+    let base = crate::build::pxe::base_url(base_url).map_err(CommandError::Usage)?;
+    let prepared = prepare(globals)?;
+    let cluster = &prepared.cluster;
+    let nodes = select_nodes(cluster, &settings.nodes, settings.all)?;
+    let steps = store_steps(&prepared.store);
+    let disks = build_disks(globals, &prepared, &nodes, &steps)?;
+    let (_, tree) = build_pxe(&prepared, &nodes, &disks, &steps, &base)?;
+    let out_dir = settings.out.join(&cluster.settings.cluster.name);
+    let link_path = out_dir.join("pxe");
+    link(&tree.path(crate::build::pxe::TREE), &link_path)?;
+    let manifest = &tree.record.outputs[&format!(
+        "{}/{}",
+        crate::build::pxe::TREE,
+        crate::build::tree::MANIFEST_FILE
+    )];
+    let entry = json!({
+        "step": { "name": "pxe", "key": tree.key },
+        "nodes": nodes.iter().map(|node| node.name.clone()).collect::<Vec<_>>(),
+        "base_url": base,
+        "files": { crate::build::tree::MANIFEST_FILE: { "sha256": manifest.sha256, "size": manifest.size } },
+    });
+    record_output(&out_dir, "pxe", entry.clone())?;
+    finish(
+        "pxe",
+        &steps,
+        &[link_path],
+        vec![json!({ "output": "pxe", "entry": entry })],
+        settings.json,
+    )
+}
+
+/// The installer step, then the install medium step made from it.
+pub type MediaSteps = (StepOutput, StepOutput);
+
+/// The installer of the cluster whose nodes' disks are `disks`, and their entries.
+fn installer_and_entries<'a>(
+    prepared: &Prepared,
+    nodes: &[&'a ValidNode],
+    disks: &'a [NodeDisk],
+    steps: &Steps,
+) -> Result<(StepOutput, Vec<InstallNode<'a>>), CommandError> {
+    let rootfs = &disks
+        .first()
+        .ok_or_else(|| CommandError::Usage("no nodes to put on the install medium".into()))?
+        .rootfs;
+    let installer = crate::build::installer::build(steps, rootfs, prepared.lock.source_date_epoch)
+        .map_err(|error| CommandError::Failed(error.to_string()))?;
+    let entries = nodes
+        .iter()
+        .zip(disks)
+        .map(|(node, disk)| InstallNode { node, disk })
+        .collect();
+    Ok((installer, entries))
+}
+
+/// The installer and the USB ISO of `nodes`, whose disks are `disks`.
+pub fn build_usb(
+    prepared: &Prepared,
+    nodes: &[&ValidNode],
+    disks: &[NodeDisk],
+    steps: &Steps,
+) -> Result<MediaSteps, CommandError> {
+    let (installer, entries) = installer_and_entries(prepared, nodes, disks, steps)?;
+    let iso =
+        crate::build::usb::build(steps, &installer, &entries, prepared.lock.source_date_epoch)
+            .map_err(|error| CommandError::Failed(error.to_string()))?;
+    Ok((installer, iso))
+}
+
+/// The installer and the PXE tree of `nodes`, whose disks are `disks`, served at `base`.
+pub fn build_pxe(
+    prepared: &Prepared,
+    nodes: &[&ValidNode],
+    disks: &[NodeDisk],
+    steps: &Steps,
+    base: &str,
+) -> Result<MediaSteps, CommandError> {
+    let (installer, entries) = installer_and_entries(prepared, nodes, disks, steps)?;
+    let tree = crate::build::pxe::build(
+        steps,
+        &installer,
+        &prepared.cluster.settings.cluster.name,
+        &entries,
+        base,
+    )
+    .map_err(|error| CommandError::Failed(error.to_string()))?;
+    Ok((installer, tree))
 }
 
 /// Say how many of the steps were built and how many reused, list the output links, and

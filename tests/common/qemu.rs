@@ -102,6 +102,46 @@ pub fn boot_installer(iso: &Path, disks: &[(PathBuf, &str)], dir: &Path, mac: &s
     }
 }
 
+/// Boot a machine from the network with iPXE (Debian's ipxe-qemu ROM, under SeaBIOS: the
+/// ROM's EFI driver leaves the boot to OVMF's own PXE, which cannot run iPXE scripts), a
+/// blank disk attached. The NIC is QEMU user networking with `restrict=on`: its DHCP names
+/// `bootfile`, and 10.0.2.100:80 reaches `127.0.0.1:port` on this machine, one forwarder
+/// (tests/fixtures/tcp-forward.py) per guest connection. Nothing else leaves the VM.
+pub fn boot_pxe(disk: &Path, dir: &Path, mac: &str, bootfile: &str, port: u16) -> Vm {
+    fs_err::create_dir_all(dir).unwrap();
+    let serial = dir.join("serial.log");
+    let forward = crate::common::repo().join("tests/fixtures/tcp-forward.py");
+    let mut command = Command::new("qemu-system-x86_64");
+    command
+        .args([
+            "-machine", "q35", "-accel", "tcg", "-m", "2048", "-smp", "2",
+        ])
+        // SeaBIOS runs the NIC's option ROM only with a VGA device.
+        .args(["-display", "none", "-vga", "std", "-monitor", "none", "-no-reboot"])
+        .args(["-boot", "n"])
+        .arg("-netdev")
+        .arg(format!(
+            "user,id=n0,restrict=on,bootfile={bootfile},guestfwd=tcp:10.0.2.100:80-cmd:python3 {} 127.0.0.1 {port}",
+            forward.display()
+        ))
+        .arg("-device")
+        // The ROM is built for the modern virtio device ID (1af4:1041).
+        .arg(format!(
+            "virtio-net-pci,netdev=n0,mac={mac},disable-legacy=on,romfile=/usr/lib/ipxe/qemu/pxe-virtio.rom"
+        ))
+        .arg("-drive")
+        .arg(format!("file={},if=none,id=d0,format=raw", disk.display()))
+        .args(["-device", "virtio-blk-pci,drive=d0,serial=PXE-DISK-1"])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()));
+    let child = spawn(&mut command);
+    Vm {
+        child,
+        serial,
+        overlay: dir.join("none"),
+    }
+}
+
 /// QEMU with TCG, q35, 2 vCPUs, 2 GiB, OVMF (its variables copied into `dir`), no display,
 /// `-no-reboot`; and where its serial console will be logged.
 fn machine(dir: &Path) -> (Command, PathBuf) {
