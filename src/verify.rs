@@ -845,16 +845,16 @@ impl VmFiles {
     }
 }
 
-/// The format of IMAGE as `qemu-img info` detects it.
-fn image_format(qemu_img: &Path, image: &Path) -> Result<String, VerifyError> {
-    let error = |message: String| VerifyError::QemuImg {
-        command: "info",
-        path: image.to_owned(),
-        message,
-    };
+/// Run `qemu-img COMMAND ARGS...`; its stdout, or its stderr as the error about `path`.
+fn run_qemu_img(
+    qemu_img: &Path,
+    command: &'static str,
+    args: &[&std::ffi::OsStr],
+    path: &Path,
+) -> Result<Vec<u8>, VerifyError> {
     let output = Command::new(qemu_img)
-        .args(["info", "--output=json"])
-        .arg(image)
+        .arg(command)
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .map_err(|source| VerifyError::Spawn {
@@ -862,12 +862,30 @@ fn image_format(qemu_img: &Path, image: &Path) -> Result<String, VerifyError> {
             source,
         })?;
     if !output.status.success() {
-        return Err(error(
-            String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        ));
+        return Err(VerifyError::QemuImg {
+            command,
+            path: path.to_owned(),
+            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
     }
-    let info: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .map_err(|e| error(format!("unreadable JSON: {e}")))?;
+    Ok(output.stdout)
+}
+
+/// The format of IMAGE as `qemu-img info` detects it.
+fn image_format(qemu_img: &Path, image: &Path) -> Result<String, VerifyError> {
+    let error = |message: String| VerifyError::QemuImg {
+        command: "info",
+        path: image.to_owned(),
+        message,
+    };
+    let stdout = run_qemu_img(
+        qemu_img,
+        "info",
+        &["--output=json".as_ref(), image.as_os_str()],
+        image,
+    )?;
+    let info: serde_json::Value =
+        serde_json::from_slice(&stdout).map_err(|e| error(format!("unreadable JSON: {e}")))?;
     info.get("format")
         .and_then(serde_json::Value::as_str)
         .map(str::to_owned)
@@ -881,23 +899,21 @@ fn create_overlay(
     format: &str,
     overlay: &Path,
 ) -> Result<(), VerifyError> {
-    let output = Command::new(qemu_img)
-        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
-        .arg(image)
-        .arg(overlay)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| VerifyError::Spawn {
-            program: QEMU_IMG,
-            source,
-        })?;
-    if !output.status.success() {
-        return Err(VerifyError::QemuImg {
-            command: "create",
-            path: overlay.to_owned(),
-            message: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
+    run_qemu_img(
+        qemu_img,
+        "create",
+        &[
+            "-q".as_ref(),
+            "-f".as_ref(),
+            "qcow2".as_ref(),
+            "-F".as_ref(),
+            format.as_ref(),
+            "-b".as_ref(),
+            image.as_os_str(),
+            overlay.as_os_str(),
+        ],
+        overlay,
+    )?;
     Ok(())
 }
 

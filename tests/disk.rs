@@ -690,31 +690,16 @@ fn a_pxe_boot_with_ipxe_installs_the_node_and_reaches_its_first_boot() {
     );
 
     // kiln serve on 127.0.0.1, an ephemeral port.
-    let mut server = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--root"])
-        .arg(&tree)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = std::io::BufReader::new(server.stderr.take().unwrap());
-    let mut first = String::new();
-    std::io::BufRead::read_line(&mut log, &mut first).unwrap();
-    let port: u16 = first
-        .trim()
-        .rsplit(':')
-        .next()
-        .and_then(|tail| tail.trim_end_matches('/').parse().ok())
-        .unwrap_or_else(|| panic!("no port in {first:?}"));
-    let requests = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = requests.clone();
-    std::thread::spawn(move || {
-        for line in std::io::BufRead::lines(log).map_while(Result::ok) {
-            let mut all = sink.lock().unwrap();
-            all.push_str(&line);
-            all.push('\n');
-        }
-    });
+    let server = common::serve::Server::start_in(
+        common::Kiln::new(),
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--root",
+            tree.to_str().unwrap(),
+        ],
+    );
 
     let dir = lab.path("pxe-boot");
     let _ = fs_err::remove_dir_all(&dir);
@@ -724,7 +709,7 @@ fn a_pxe_boot_with_ipxe_installs_the_node_and_reaches_its_first_boot() {
         &dir.join("vm"),
         DEMO_SERVER_MAC,
         &format!("{base}/boot.ipxe"),
-        port,
+        server.addr.port(),
     );
     let outcome = vm
         .wait_for(
@@ -739,9 +724,8 @@ fn a_pxe_boot_with_ipxe_installs_the_node_and_reaches_its_first_boot() {
             )
         });
     vm.kill();
-    let _ = server.kill();
-    let _ = server.wait();
-    let requests = requests.lock().unwrap().clone();
+    let requests = server.log_text();
+    drop(server);
     outcome.unwrap_or_else(|error| panic!("{error}\nkiln serve's log:\n{requests}"));
     // iPXE chained the node's script by its MAC address, and the installer fetched the
     // node's image: every request went to kiln serve.

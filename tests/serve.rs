@@ -4,19 +4,15 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::http_server::content;
 use common::registry::{require, run};
+use common::serve::{Server, WAIT};
 use common::Kiln;
 
-/// How long a test waits for the server to start or to log a request.
-const WAIT: Duration = Duration::from_secs(20);
 /// The disk image's size: a few chunks of the server's and not a round number.
 const IMAGE_SIZE: usize = 3 * 1024 * 1024 + 123;
 
@@ -52,71 +48,21 @@ fn file(path: &str) -> Vec<u8> {
         .unwrap()
 }
 
-/// A running `kiln serve`, killed when dropped.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    /// `serving DIR (N files, verified) on http://IP:PORT/`.
-    start_line: String,
-    log: Arc<Mutex<Vec<String>>>,
-    /// Keeps the tree's directory alive.
-    kiln: Kiln,
+/// Serve a fresh test tree.
+fn start() -> Server {
+    let kiln = Kiln::new();
+    write_tree(&kiln.path("pxe"));
+    Server::start_in(kiln, &["serve", "--addr", "127.0.0.1:0", "--root", "pxe"])
 }
 
-impl Server {
-    /// Serve a fresh test tree.
-    fn start() -> Server {
-        let kiln = Kiln::new();
-        write_tree(&kiln.path("pxe"));
-        Server::start_in(kiln, &["serve", "--addr", "127.0.0.1:0", "--root", "pxe"])
-    }
+/// Raw HTTP requests to a running server.
+trait Client {
+    fn connect(&self) -> Connection;
+    fn ask(&self, request: &str) -> Response;
+    fn get(&self, target: &str, headers: &str) -> Response;
+}
 
-    /// Run kiln with `args` in `kiln`'s directory and wait for its start line.
-    fn start_in(kiln: Kiln, args: &[&str]) -> Server {
-        let mut child = kiln
-            .command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kiln runs");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (started, start_line) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines() {
-                    let Ok(line) = line else { break };
-                    if line.starts_with("serving ") {
-                        let _ = started.send(line.clone());
-                    }
-                    log.lock().unwrap().push(line);
-                }
-            });
-        }
-        let mut server = Server {
-            child,
-            addr: "0.0.0.0:0".parse().unwrap(),
-            start_line: String::new(),
-            log,
-            kiln,
-        };
-        let line = start_line.recv_timeout(WAIT).unwrap_or_else(|_| {
-            panic!(
-                "kiln serve did not start; its stderr:\n{}",
-                server.log.lock().unwrap().join("\n")
-            )
-        });
-        server.addr = line
-            .split_once(" on http://")
-            .and_then(|(_, url)| url.strip_suffix('/'))
-            .and_then(|addr| addr.parse().ok())
-            .unwrap_or_else(|| panic!("no address in the start line `{line}`"));
-        server.start_line = line;
-        server
-    }
-
+impl Client for Server {
     fn connect(&self) -> Connection {
         let stream = TcpStream::connect(self.addr).expect("connect");
         stream.set_read_timeout(Some(WAIT)).unwrap();
@@ -137,31 +83,6 @@ impl Server {
         self.ask(&format!(
             "GET {target} HTTP/1.1\r\nHost: test\r\n{headers}Connection: close\r\n\r\n"
         ))
-    }
-
-    /// The log line that contains `needle`, waiting for it: the server logs a request after
-    /// answering it.
-    fn log_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let log = self.log.lock().unwrap().clone();
-            if let Some(line) = log.iter().find(|line| line.contains(needle)) {
-                return line.clone();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no log line with `{needle}`; the log:\n{}",
-                log.join("\n")
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -244,7 +165,7 @@ impl Connection {
 
 #[test]
 fn get_serves_listed_files_byte_for_byte_with_their_types() {
-    let server = Server::start();
+    let server = start();
     for (path, content_type) in [
         ("images/n1.raw", "application/octet-stream"),
         ("vmlinuz", "application/octet-stream"),
@@ -279,7 +200,7 @@ fn get_serves_listed_files_byte_for_byte_with_their_types() {
 
 #[test]
 fn head_sends_the_headers_without_a_body_and_keeps_the_connection() {
-    let server = Server::start();
+    let server = start();
     let mut connection = server.connect();
     let head = connection.send("HEAD /images/n1.raw HTTP/1.1\r\nHost: test\r\n\r\n", true);
     assert_eq!(head.status, 200);
@@ -301,7 +222,7 @@ fn head_sends_the_headers_without_a_body_and_keeps_the_connection() {
 
 #[test]
 fn keep_alive_serves_several_requests_on_one_connection_and_close_ends_it() {
-    let server = Server::start();
+    let server = start();
     let mut connection = server.connect();
     let first = connection.send("GET /vmlinuz HTTP/1.1\r\nHost: test\r\n\r\n", false);
     assert_eq!(first.status, 200);
@@ -332,7 +253,7 @@ fn keep_alive_serves_several_requests_on_one_connection_and_close_ends_it() {
 
 #[test]
 fn ranges_get_206_with_content_range() {
-    let server = Server::start();
+    let server = start();
     let image = file("images/n1.raw");
     let size = image.len();
     for (range, first, last) in [
@@ -376,7 +297,7 @@ fn ranges_get_206_with_content_range() {
 
 #[test]
 fn an_unsatisfiable_range_gets_416_with_the_size() {
-    let server = Server::start();
+    let server = start();
     let size = IMAGE_SIZE;
     for range in [
         format!("bytes={size}-"),
@@ -396,7 +317,7 @@ fn an_unsatisfiable_range_gets_416_with_the_size() {
 
 #[test]
 fn unlisted_paths_get_404_even_when_the_file_exists() {
-    let server = Server::start();
+    let server = start();
     for path in [
         "/missing",
         "/",
@@ -414,7 +335,7 @@ fn unlisted_paths_get_404_even_when_the_file_exists() {
 
 #[test]
 fn traversal_out_of_the_root_gets_404_encoded_or_not() {
-    let server = Server::start();
+    let server = start();
     // A file next to the root that a traversal would reach.
     fs_err::write(server.kiln.path("outside.txt"), "outside").unwrap();
     for target in [
@@ -435,7 +356,7 @@ fn traversal_out_of_the_root_gets_404_encoded_or_not() {
 
 #[test]
 fn methods_other_than_get_and_head_get_405_with_allow() {
-    let server = Server::start();
+    let server = start();
     for request in [
         "POST /vmlinuz HTTP/1.1\r\nHost: test\r\nContent-Length: 5\r\n\r\nhello",
         "PUT /vmlinuz HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\n\r\n",
@@ -449,7 +370,7 @@ fn methods_other_than_get_and_head_get_405_with_allow() {
 
 #[test]
 fn over_long_request_lines_and_headers_are_refused() {
-    let server = Server::start();
+    let server = start();
     let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(10_000));
     let response = server.ask(&long_target);
     assert_eq!(response.status, 414);
@@ -471,7 +392,7 @@ fn over_long_request_lines_and_headers_are_refused() {
 
 #[test]
 fn each_request_gets_a_log_line_with_status_range_bytes_and_time() {
-    let server = Server::start();
+    let server = start();
     server.get("/ipxe/52-54-00-6b-00-01.ipxe", "");
     server.get("/images/n1.raw", "Range: bytes=0-1048575\r\n");
     server.get("/nope", "");
@@ -499,7 +420,7 @@ fn each_request_gets_a_log_line_with_status_range_bytes_and_time() {
 
 #[test]
 fn a_file_that_changed_size_after_the_start_gets_500_not_a_false_length() {
-    let server = Server::start();
+    let server = start();
     let path = server.kiln.path("pxe/vmlinuz");
     fs_err::OpenOptions::new()
         .append(true)
@@ -522,7 +443,7 @@ fn a_file_that_changed_size_after_the_start_gets_500_not_a_false_length() {
 #[test]
 fn curl_fetches_whole_files_and_ranges() {
     let curl = require("curl", "curl");
-    let server = Server::start();
+    let server = start();
     let out = server.kiln.path("fetched");
     let fetch = |args: &[&str]| {
         run(Command::new(&curl)

@@ -24,8 +24,7 @@
 
 use serde_json::json;
 
-use crate::build::disk::node_cmdline;
-use crate::build::disk::DISK_RAW;
+use crate::build::disk::{node_cmdline, DISK_RAW};
 use crate::build::installer::{CMDLINE_TAIL, INITRD, RDINIT, VMLINUZ};
 use crate::build::step::{StepOutput, Steps};
 use crate::build::tree::write_manifest;
@@ -66,9 +65,14 @@ pub fn base_url(url: &str) -> Result<String, String> {
     Ok(trimmed.to_string())
 }
 
+/// A MAC address as iPXE's `${mac:hexhyp}` spells it: `52-54-00-6b-00-01`.
+fn hexhyp(mac: &str) -> String {
+    mac.to_ascii_lowercase().replace(':', "-")
+}
+
 /// A node's iPXE script path in the tree: `ipxe/52-54-00-6b-00-01.ipxe`.
 pub fn node_script(mac: &str) -> String {
-    format!("ipxe/{}.ipxe", mac.to_ascii_lowercase().replace(':', "-"))
+    format!("ipxe/{}.ipxe", hexhyp(mac))
 }
 
 /// The kernel command line a node boots the installer with.
@@ -77,13 +81,7 @@ fn installer_cmdline(entry: &InstallNode<'_>, base: &str) -> String {
         "initrd={INITRD} rdinit={RDINIT} {} {CMDLINE_TAIL} kiln.url={base} kiln.node={} BOOTIF=01-{}",
         node_cmdline(&entry.disk.disk.key, &entry.node.settings.kernel_cmdline),
         entry.node.name,
-        entry
-            .node
-            .settings
-            .mac
-            .to_string()
-            .to_ascii_lowercase()
-            .replace(':', "-"),
+        hexhyp(&entry.node.settings.mac.to_string()),
     )
 }
 
@@ -112,7 +110,7 @@ fn scripts(
                 cmdline = installer_cmdline(entry, base),
             ),
         ));
-        menu.push_str(&format!("item {} {name} ({mac})\n", mac.replace(':', "-")));
+        menu.push_str(&format!("item {} {name} ({mac})\n", hexhyp(&mac)));
     }
     let boot = format!(
         "#!ipxe\n\

@@ -209,20 +209,23 @@ pub fn select_nodes<'a>(
         }
         return Ok(cluster.nodes.iter().collect());
     }
-    names
-        .iter()
-        .map(|name| {
-            cluster.node(name).ok_or_else(|| {
-                CommandError::Usage(format!(
-                    "no node named `{name}`{}; nodes: {}",
-                    crate::diag::did_you_mean(name, known.iter().copied())
-                        .map(|hint| format!(" (did you mean `{hint}`?)"))
-                        .unwrap_or_default(),
-                    known.join(", ")
-                ))
-            })
-        })
-        .collect()
+    let mut selected: Vec<&ValidNode> = Vec::new();
+    for name in names {
+        let node = cluster.node(name).ok_or_else(|| {
+            CommandError::Usage(format!(
+                "no node named `{name}`{}; nodes: {}",
+                crate::diag::did_you_mean(name, known.iter().copied())
+                    .map(|hint| format!(" (did you mean `{hint}`?)"))
+                    .unwrap_or_default(),
+                known.join(", ")
+            ))
+        })?;
+        // A node named twice is built once.
+        if !selected.iter().any(|chosen| chosen.name == node.name) {
+            selected.push(node);
+        }
+    }
+    Ok(selected)
 }
 
 /// Run `kiln build disk`.

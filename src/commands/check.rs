@@ -66,20 +66,14 @@ pub fn run(globals: &Globals, settings: &CheckSettings) -> Result<(), CommandErr
         (false, _) => None,
     };
     let all = wanted.iter().any(|(_, node)| node.is_none());
-    // Each node once, however many of its outputs are named.
-    let mut names: Vec<String> = Vec::new();
-    for (_, node) in &wanted {
-        if let Some(node) = node {
-            if !names.contains(node) {
-                names.push(node.clone());
-            }
-        }
-    }
+    // select_nodes takes each node once, however many of its outputs are named.
+    let names: Vec<String> = wanted.iter().filter_map(|(_, node)| node.clone()).collect();
     let nodes = select_nodes(cluster, &names, all)?;
     let failed = |error: crate::build::BuildError| CommandError::Failed(error.to_string());
 
     eprintln!("check: the build, from the step cache where it can");
-    let first = build_disks(globals, &prepared, &nodes, &store_steps(&prepared.store))?;
+    let cached = store_steps(&prepared.store);
+    let first = build_disks(globals, &prepared, &nodes, &cached)?;
 
     let scratch = prepared
         .store
@@ -181,7 +175,6 @@ pub fn run(globals: &Globals, settings: &CheckSettings) -> Result<(), CommandErr
         }));
     }
     // The install media: their installer and medium steps, built from each side's disks.
-    let cached_steps = store_steps(&prepared.store);
     for (kind, node) in wanted.iter().filter(|(kind, _)| kind != "disk") {
         let pick = |disks: &[NodeDisk]| -> Vec<NodeDisk> {
             disks
@@ -207,7 +200,7 @@ pub fn run(globals: &Globals, settings: &CheckSettings) -> Result<(), CommandErr
                 build_pxe(&prepared, &chosen, &pick(disks), steps, base)
             }
         };
-        let both = media(&first, &cached_steps)
+        let both = media(&first, &cached)
             .and_then(|left| media(&second, &fresh).map(|right| (left, right)));
         let (left, right) = match both {
             Ok(both) => both,

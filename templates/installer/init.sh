@@ -98,34 +98,34 @@ if [ -n "$url" ]; then
     medium_disk=""
     say "node images at $url"
 else
-modprobe isofs 2>/dev/null || true
+    modprobe isofs 2>/dev/null || true
 
-# The medium: the device holding an ISO 9660 file system with kiln/nodes. A USB stick
-# appears a moment after the bus settles: look for up to 30 seconds.
-medium=""
-tries=0
-while [ -z "$medium" ] && [ "$tries" -lt 30 ]; do
-    for device in /dev/sr* /dev/sd* /dev/vd* /dev/nvme*n*; do
-        [ -b "$device" ] || continue
-        if mount -t iso9660 -o ro "$device" /medium 2>/dev/null; then
-            if [ -f /medium/kiln/nodes ]; then
-                medium=$device
-                break
+    # The medium: the device holding an ISO 9660 file system with kiln/nodes. A USB stick
+    # appears a moment after the bus settles: look for up to 30 seconds.
+    medium=""
+    tries=0
+    while [ -z "$medium" ] && [ "$tries" -lt 30 ]; do
+        for device in /dev/sr* /dev/sd* /dev/vd* /dev/nvme*n*; do
+            [ -b "$device" ] || continue
+            if mount -t iso9660 -o ro "$device" /medium 2>/dev/null; then
+                if [ -f /medium/kiln/nodes ]; then
+                    medium=$device
+                    break
+                fi
+                umount /medium
             fi
-            umount /medium
+        done
+        if [ -z "$medium" ]; then
+            sleep 1
+            udevadm settle --timeout=10 || true
+            tries=$((tries + 1))
         fi
     done
-    if [ -z "$medium" ]; then
-        sleep 1
-        udevadm settle --timeout=10 || true
-        tries=$((tries + 1))
-    fi
-done
-[ -n "$medium" ] || give_up "no kiln install medium found (an ISO 9660 file system with kiln/nodes)"
-medium_disk=$(basename "$(readlink -f "/sys/class/block/$(basename "$medium")/..")")
-[ -e "/sys/block/$(basename "$medium")" ] && medium_disk=$(basename "$medium")
-say "install medium $medium"
-nodes=/medium/kiln/nodes
+    [ -n "$medium" ] || give_up "no kiln install medium found (an ISO 9660 file system with kiln/nodes)"
+    medium_disk=$(basename "$(readlink -f "/sys/class/block/$(basename "$medium")/..")")
+    [ -e "/sys/block/$(basename "$medium")" ] && medium_disk=$(basename "$medium")
+    say "install medium $medium"
+    nodes=/medium/kiln/nodes
 fi
 
 # The node: as named, else by MAC address, else the only one, else ask.

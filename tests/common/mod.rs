@@ -8,6 +8,7 @@ pub mod fake_sysfs;
 pub mod http_server;
 pub mod qemu;
 pub mod registry;
+pub mod serve;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

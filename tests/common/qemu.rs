@@ -37,26 +37,14 @@ pub fn boot(disk: &Path, dir: &Path, mac: Option<&str>, grow: u64) -> Vm {
     let (mut command, serial) = machine(dir);
     command
         .arg("-drive")
-        .arg(format!("file={},if=virtio,format=qcow2", overlay.display()))
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()));
+        .arg(format!("file={},if=virtio,format=qcow2", overlay.display()));
     match mac {
-        Some(mac) => {
-            command
-                .args(["-netdev", "user,id=n0,restrict=on"])
-                .arg("-device")
-                .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"));
-        }
+        Some(mac) => restricted_nic(&mut command, mac),
         None => {
             command.args(["-nic", "none"]);
         }
     }
-    let child = spawn(&mut command);
-    Vm {
-        child,
-        serial,
-        overlay,
-    }
+    start(&mut command, serial, overlay)
 }
 
 /// Boot the installer `iso` as a USB stick, with blank `disks` (raw files, virtio, each
@@ -88,18 +76,8 @@ pub fn boot_installer(iso: &Path, disks: &[(PathBuf, &str)], dir: &Path, mac: &s
                 "virtio-blk-pci,drive=d{index},serial={serial_number}"
             ));
     }
-    command
-        .args(["-netdev", "user,id=n0,restrict=on"])
-        .arg("-device")
-        .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"))
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()));
-    let child = spawn(&mut command);
-    Vm {
-        child,
-        serial,
-        overlay: dir.join("none"),
-    }
+    restricted_nic(&mut command, mac);
+    start(&mut command, serial, dir.join("none"))
 }
 
 /// Boot a machine from the network with iPXE (Debian's ipxe-qemu ROM, under SeaBIOS: the
@@ -109,15 +87,11 @@ pub fn boot_installer(iso: &Path, disks: &[(PathBuf, &str)], dir: &Path, mac: &s
 /// (tests/fixtures/tcp-forward.py) per guest connection. Nothing else leaves the VM.
 pub fn boot_pxe(disk: &Path, dir: &Path, mac: &str, bootfile: &str, port: u16) -> Vm {
     fs_err::create_dir_all(dir).unwrap();
-    let serial = dir.join("serial.log");
     let forward = crate::common::repo().join("tests/fixtures/tcp-forward.py");
-    let mut command = Command::new("qemu-system-x86_64");
+    let (mut command, serial) = base(dir);
     command
-        .args([
-            "-machine", "q35", "-accel", "tcg", "-m", "2048", "-smp", "2",
-        ])
         // SeaBIOS runs the NIC's option ROM only with a VGA device.
-        .args(["-display", "none", "-vga", "std", "-monitor", "none", "-no-reboot"])
+        .args(["-vga", "std"])
         .args(["-boot", "n"])
         .arg("-netdev")
         .arg(format!(
@@ -131,33 +105,54 @@ pub fn boot_pxe(disk: &Path, dir: &Path, mac: &str, bootfile: &str, port: u16) -
         ))
         .arg("-drive")
         .arg(format!("file={},if=none,id=d0,format=raw", disk.display()))
-        .args(["-device", "virtio-blk-pci,drive=d0,serial=PXE-DISK-1"])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()));
-    let child = spawn(&mut command);
-    Vm {
-        child,
-        serial,
-        overlay: dir.join("none"),
-    }
+        .args(["-device", "virtio-blk-pci,drive=d0,serial=PXE-DISK-1"]);
+    start(&mut command, serial, dir.join("none"))
 }
 
-/// QEMU with TCG, q35, 2 vCPUs, 2 GiB, OVMF (its variables copied into `dir`), no display,
-/// `-no-reboot`; and where its serial console will be logged.
-fn machine(dir: &Path) -> (Command, PathBuf) {
-    let vars = dir.join("OVMF_VARS.fd");
-    fs_err::copy(OVMF_VARS, &vars).unwrap();
+/// QEMU with TCG, q35, 2 vCPUs, 2 GiB, no display, `-no-reboot`, its firmware SeaBIOS;
+/// and where its serial console will be logged.
+fn base(dir: &Path) -> (Command, PathBuf) {
     let mut command = Command::new("qemu-system-x86_64");
     command
         .args([
             "-machine", "q35", "-accel", "tcg", "-m", "2048", "-smp", "2",
         ])
-        .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot"]);
+    (command, dir.join("serial.log"))
+}
+
+/// [`base`] with OVMF (its variables copied into `dir`).
+fn machine(dir: &Path) -> (Command, PathBuf) {
+    let vars = dir.join("OVMF_VARS.fd");
+    fs_err::copy(OVMF_VARS, &vars).unwrap();
+    let (mut command, serial) = base(dir);
+    command
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"))
         .arg("-drive")
         .arg(format!("if=pflash,format=raw,file={}", vars.display()));
-    (command, dir.join("serial.log"))
+    (command, serial)
+}
+
+/// One NIC with `mac` on QEMU user networking with `restrict=on`: nothing leaves the VM.
+fn restricted_nic(command: &mut Command, mac: &str) {
+    command
+        .args(["-netdev", "user,id=n0,restrict=on"])
+        .arg("-device")
+        .arg(format!("virtio-net-pci,netdev=n0,mac={mac}"));
+}
+
+/// Start the VM with its serial console logged to `serial`.
+fn start(command: &mut Command, serial: PathBuf, overlay: PathBuf) -> Vm {
+    command
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()));
+    let child = spawn(command);
+    Vm {
+        child,
+        serial,
+        overlay,
+    }
 }
 
 fn spawn(command: &mut Command) -> Child {
